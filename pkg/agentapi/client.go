@@ -1,0 +1,143 @@
+package agentapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Client talks to karmord over its unix socket. The zero value is not usable; use NewClient.
+type Client struct {
+	Socket string
+	// Timeout bounds each whole exchange when the context has no earlier deadline.
+	Timeout time.Duration
+}
+
+// NewClient returns a client for the agent listening on socket (DefaultSocket when empty).
+func NewClient(socket string) *Client {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	return &Client{Socket: socket, Timeout: 5 * time.Second}
+}
+
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	if _, ok := ctx.Deadline(); !ok && c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("karmord not reachable at %s: %w", c.Socket, err)
+	}
+	return conn, nil
+}
+
+// roundTrip sends req and reads one answer, all within the context's deadline (or c.Timeout).
+func (c *Client) roundTrip(ctx context.Context, req *Envelope) (*Envelope, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	deadline, ok := ctx.Deadline()
+	if !ok && c.Timeout > 0 {
+		deadline = time.Now().Add(c.Timeout)
+	}
+	if !deadline.IsZero() {
+		_ = conn.SetDeadline(deadline)
+	}
+	if err := WriteFrame(conn, req); err != nil {
+		return nil, fmt.Errorf("send %s to karmord: %w", req.Type, err)
+	}
+	resp, err := ReadFrame(conn, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read karmord's answer to %s: %w", req.Type, err)
+	}
+	if resp.Type == TypeError {
+		return nil, &AgentError{Msg: resp.Error}
+	}
+	return resp, nil
+}
+
+// AgentError is an error the agent answered with.
+type AgentError struct{ Msg string }
+
+func (e *AgentError) Error() string { return "karmord: " + e.Msg }
+
+// Report sends one event and waits for its acknowledgement; it returns the event's sequence number.
+func (c *Client) Report(ctx context.Context, ev *Event) (uint64, error) {
+	resp, err := c.roundTrip(ctx, &Envelope{Type: TypeEvent, Event: ev})
+	if err != nil {
+		return 0, err
+	}
+	if resp.Type != TypeAck {
+		return 0, fmt.Errorf("karmord answered %q to an event, want %q", resp.Type, TypeAck)
+	}
+	return resp.Seq, nil
+}
+
+// List returns every live container the agent knows.
+func (c *Client) List(ctx context.Context) ([]Container, error) {
+	resp, err := c.roundTrip(ctx, &Envelope{Type: TypeList})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Type != TypeContainers {
+		return nil, fmt.Errorf("karmord answered %q to list, want %q", resp.Type, TypeContainers)
+	}
+	return resp.Containers, nil
+}
+
+// ErrNotFound is returned by Get when the agent knows no such container.
+var ErrNotFound = errors.New("no such container")
+
+// Get returns one container by id, unique id prefix or name.
+func (c *Client) Get(ctx context.Context, id string) (*Container, error) {
+	resp, err := c.roundTrip(ctx, &Envelope{Type: TypeGet, ID: id})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Type != TypeContainers {
+		return nil, fmt.Errorf("karmord answered %q to get, want %q", resp.Type, TypeContainers)
+	}
+	if len(resp.Containers) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return &resp.Containers[0], nil
+}
+
+// Watch streams events with a sequence number above fromSeq to fn until ctx ends, fn returns an
+// error, or the agent closes the stream. Each envelope passed to fn has Type TypeEvent and its Seq.
+func (c *Client) Watch(ctx context.Context, fromSeq uint64, fn func(*Envelope) error) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return fmt.Errorf("karmord not reachable at %s: %w", c.Socket, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	if err := WriteFrame(conn, &Envelope{Type: TypeWatch, FromSeq: fromSeq}); err != nil {
+		return fmt.Errorf("send watch to karmord: %w", err)
+	}
+	for {
+		env, err := ReadFrame(conn, 0)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("watch stream from karmord: %w", err)
+		}
+		if env.Type == TypeError {
+			return &AgentError{Msg: env.Error}
+		}
+		if err := fn(env); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,21 @@
+// Package agentapi is the protocol between karmord and its clients: karmor-hook, which reports
+// container starts and stops, and the karmor CLI, which lists and watches containers.
+//
+// It imports only the standard library, because karmor-hook links it and runs on every container
+// start.
+//
+// # Framing
+//
+// Every message is one frame: a 4-byte big-endian length N, then N bytes of JSON holding an
+// Envelope. N is at most MaxFrame. The envelope's V field is the protocol version; a peer answers a
+// version it does not know with an error envelope rather than guessing.
+//
+// # Exchanges
+//
+//   - Report: the hook sends {type: "event"} and waits for {type: "ack", seq} or {type: "error"}.
+//   - List / Get: the client sends {type: "list"} or {type: "get", id} and receives one
+//     {type: "containers"} envelope.
+//   - Watch: the client sends {type: "watch", from_seq}; the agent streams {type: "event"} envelopes,
+//     each with its sequence number, first the retained ones after from_seq, then new ones, until
+//     the client closes the connection.
+package agentapi

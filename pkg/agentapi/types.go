@@ -1,0 +1,87 @@
+package agentapi
+
+import "time"
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// DefaultSocket is where karmord listens unless told otherwise.
+const DefaultSocket = "/run/karmor/karmor.sock"
+
+// DefaultSpoolDir is where karmor-hook leaves events karmord could not take.
+const DefaultSpoolDir = "/var/lib/karmor/spool"
+
+// Message types carried in Envelope.Type.
+const (
+	TypeEvent      = "event"      // hook -> agent: a lifecycle event; agent -> watcher: a sequenced event
+	TypeAck        = "ack"        // agent -> hook: the event was applied, Seq is its number
+	TypeError      = "error"      // agent -> any: the request failed, Error says why
+	TypeList       = "list"       // client -> agent: all live containers
+	TypeGet        = "get"        // client -> agent: one container by ID (or unique ID prefix, or name)
+	TypeWatch      = "watch"      // client -> agent: stream events after FromSeq
+	TypeContainers = "containers" // agent -> client: the answer to list and get
+)
+
+// Event kinds.
+const (
+	KindStart = "start"
+	KindStop  = "stop"
+)
+
+// Where the agent learned of a container.
+const (
+	SourceHook      = "hook"
+	SourceSpool     = "spool"
+	SourceReconcile = "reconcile"
+)
+
+// Envelope is the one JSON object every frame carries.
+type Envelope struct {
+	V          int         `json:"v"`
+	Type       string      `json:"type"`
+	Seq        uint64      `json:"seq,omitempty"`
+	FromSeq    uint64      `json:"from_seq,omitempty"`
+	ID         string      `json:"id,omitempty"`
+	Error      string      `json:"error,omitempty"`
+	Event      *Event      `json:"event,omitempty"`
+	Containers []Container `json:"containers,omitempty"`
+}
+
+// Event is one container lifecycle change.
+type Event struct {
+	Kind  string `json:"kind"`  // KindStart or KindStop
+	Stage string `json:"stage"` // the OCI hook stage that reported it, e.g. createRuntime, poststop
+	// Time is when the event happened, as the hook (or reconciliation) saw it.
+	Time time.Time `json:"time"`
+	// Source is set by the agent: hook, spool or reconcile.
+	Source string `json:"source,omitempty"`
+	// HookDuration is how long the hook had been running when it sent the event, for metrics.
+	HookDuration time.Duration `json:"hook_duration_ns,omitempty"`
+	Container    Container     `json:"container"`
+}
+
+// Container is what karmor knows of one container. A stop event fills only ID and, when known, PID.
+type Container struct {
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+	PID  int    `json:"pid,omitempty"`
+	// PIDStart is the pid's start time in clock ticks since boot (field 22 of /proc/<pid>/stat),
+	// so that a pid reused by another process is not taken for the container.
+	PIDStart   uint64            `json:"pid_start,omitempty"`
+	Namespaces map[string]uint64 `json:"namespaces,omitempty"` // pid, mnt, net, uts, ipc, cgroup -> inode
+	CgroupPath string            `json:"cgroup_path,omitempty"`
+	Created    time.Time         `json:"created,omitzero"`
+	Bundle     string            `json:"bundle,omitempty"`
+	Image      string            `json:"image,omitempty"`
+	AppArmor   string            `json:"apparmor_profile,omitempty"`
+	Privileged bool              `json:"privileged,omitempty"`
+	// Kubernetes identity, when the runtime passed it in annotations.
+	Pod           string            `json:"pod,omitempty"`
+	Namespace     string            `json:"namespace,omitempty"`
+	PodUID        string            `json:"pod_uid,omitempty"`
+	ContainerName string            `json:"container_name,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	Annotations   map[string]string `json:"annotations,omitempty"`
+	// Source is where the agent learned of the container: hook, spool or reconcile.
+	Source string `json:"source,omitempty"`
+}
