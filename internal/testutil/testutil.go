@@ -1,0 +1,82 @@
+// Package testutil holds helpers shared by karmor's tests: building the programs, making runc
+// bundles from busybox, and skipping loudly when a real part is missing.
+package testutil
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// RepoRoot returns the repository's root directory.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("testutil: cannot locate source")
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+var (
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]string{}
+)
+
+// Binary builds ./cmd/<name> once per test process and returns the executable's path.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built[name]; ok {
+		return p
+	}
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "karmor-test-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildDir = d
+	}
+	out := filepath.Join(buildDir, name)
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
+	cmd.Dir = RepoRoot(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, b)
+	}
+	built[name] = out
+	return out
+}
+
+// SharedDir returns ../shared beside the repository, or skips the test loudly when it is absent.
+func SharedDir(t testing.TB, sub string) string {
+	t.Helper()
+	p := filepath.Join(RepoRoot(t), "..", "shared", sub)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("SKIP (loud): %s not found (%v); this test needs the project's shared material beside the repository", p, err)
+	}
+	return p
+}
+
+// RequireRoot skips loudly when not root: real runtimes need it.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP (loud): needs root to run real containers; CI runs as root")
+	}
+}
+
+// RequireCommand returns the path of a command or skips loudly, naming the package that provides it.
+func RequireCommand(t testing.TB, name, installHint string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("SKIP (loud): %s not on PATH; install it with: %s (.ci/run does)", name, installHint)
+	}
+	return p
+}
