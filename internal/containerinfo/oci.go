@@ -1,0 +1,232 @@
+package containerinfo
+
+import (
+	"encoding/json"
+	"sort"
+	"strings"
+	"time"
+
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/karmor/karmor/pkg/agentapi"
+)
+
+// Annotations that carry a container's identity. Runtimes and orchestrators each use their own.
+const (
+	// KubeArmor's explicit container name wins over every other source.
+	AnnotationKubeArmorName = "kubearmor.io/container.name"
+	// Pod labels as a JSON object, added by karmor's NRI plugin.
+	AnnotationPodLabels = "karmor.io/pod-labels"
+
+	// CRI-O.
+	AnnotationCRIOPodName       = "io.kubernetes.pod.name"
+	AnnotationCRIOPodNamespace  = "io.kubernetes.pod.namespace"
+	AnnotationCRIOPodUID        = "io.kubernetes.pod.uid"
+	AnnotationCRIOContainerName = "io.kubernetes.container.name"
+	AnnotationCRIOLabels        = "io.kubernetes.cri-o.Labels"
+	AnnotationCRIOImageName     = "io.kubernetes.cri-o.ImageName"
+	// AnnotationCRIOCreated is an RFC 3339 time; Podman sets it too.
+	AnnotationCRIOCreated = "io.kubernetes.cri-o.Created"
+
+	// containerd's CRI plugin.
+	AnnotationCRIPodName       = "io.kubernetes.cri.sandbox-name"
+	AnnotationCRIPodNamespace  = "io.kubernetes.cri.sandbox-namespace"
+	AnnotationCRIPodUID        = "io.kubernetes.cri.sandbox-uid"
+	AnnotationCRIContainerName = "io.kubernetes.cri.container-name"
+	AnnotationCRIImageName     = "io.kubernetes.cri.image-name"
+
+	// AnnotationManager is "libpod" for Podman's containers.
+	AnnotationManager = "io.container.manager"
+	ManagerLibpod     = "libpod"
+)
+
+// Bounds on the maps copied from a container's annotations. Kubernetes itself caps a pod's
+// annotations at 256 KiB in total and label values at 63 bytes; these bounds are looser than
+// Kubernetes' so real pods fit, and tight enough that one event stays far below agentapi.MaxFrame.
+const (
+	MaxAnnotations     = 256
+	MaxLabels          = 256
+	MaxKeyBytes        = 317 // a 253-byte DNS prefix, "/", and a 63-byte name
+	MaxValueBytes      = 16 << 10
+	MaxLabelValueBytes = 1 << 10
+	// MaxAnnotationBytes bounds the sum of annotation keys and values kept.
+	MaxAnnotationBytes = 256 << 10
+)
+
+// FromOCI builds a container from its OCI state and config. spec may be nil when the config
+// could not be read; the state's annotations are then the only source of identity. Nothing here
+// touches the file system; see ReadProc and ReadLibpodIdentity for what the host adds.
+//
+// Annotations are the config's, overlaid by the state's (runtimes copy the config's into the
+// state, but a runtime may add its own). Entries beyond the bounds above are dropped whole, in
+// key order, rather than truncated into values that were never set.
+func FromOCI(state *rspec.State, spec *rspec.Spec) agentapi.Container {
+	var c agentapi.Container
+	var merged map[string]string
+	if spec != nil {
+		merged = make(map[string]string, len(spec.Annotations)+len(state.Annotations))
+		for k, v := range spec.Annotations {
+			merged[k] = v
+		}
+	}
+	if state != nil {
+		c.ID = state.ID
+		c.PID = state.Pid
+		c.Bundle = state.Bundle
+		if merged == nil {
+			merged = make(map[string]string, len(state.Annotations))
+		}
+		for k, v := range state.Annotations {
+			merged[k] = v
+		}
+	}
+	c.Annotations = BoundAnnotations(merged)
+
+	// Identity comes from the full merged set, so that a huge unrelated annotation cannot push
+	// the pod's name out of the bounded copy.
+	first := func(keys ...string) string {
+		for _, k := range keys {
+			if v := merged[k]; v != "" && len(v) <= MaxValueBytes {
+				return v
+			}
+		}
+		return ""
+	}
+	c.Pod = first(AnnotationCRIOPodName, AnnotationCRIPodName)
+	c.Namespace = first(AnnotationCRIOPodNamespace, AnnotationCRIPodNamespace)
+	c.PodUID = first(AnnotationCRIOPodUID, AnnotationCRIPodUID)
+	c.ContainerName = first(AnnotationCRIOContainerName, AnnotationCRIContainerName)
+	c.Image = first(AnnotationCRIOImageName, AnnotationCRIImageName)
+	c.Name = first(AnnotationKubeArmorName, AnnotationCRIOContainerName, AnnotationCRIContainerName)
+	if t, err := time.Parse(time.RFC3339Nano, merged[AnnotationCRIOCreated]); err == nil {
+		c.Created = t.UTC()
+	}
+	c.Labels = podLabels(merged)
+
+	if spec != nil {
+		if spec.Process != nil {
+			c.AppArmor = spec.Process.ApparmorProfile
+			c.Privileged = FullCapabilities(spec.Process.Capabilities, HostCapLastCap())
+		}
+		if spec.Linux != nil {
+			c.CgroupPath = spec.Linux.CgroupsPath
+		}
+	}
+	return c
+}
+
+// podLabels merges CRI-O's label annotation and karmor's pod-labels annotation (which wins, as
+// it is what karmor's own NRI plugin saw), bounded like annotations. Malformed JSON is ignored:
+// labels are an optional refinement, not a reason to lose the event.
+func podLabels(ann map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, key := range []string{AnnotationCRIOLabels, AnnotationPodLabels} {
+		raw := ann[key]
+		if raw == "" || len(raw) > MaxValueBytes {
+			continue
+		}
+		var m map[string]string
+		if err := json.Unmarshal([]byte(raw), &m); err != nil {
+			continue
+		}
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return boundMap(out, MaxLabels, MaxLabelValueBytes, 0)
+}
+
+// BoundAnnotations returns a copy of m within the annotation bounds (nil when empty).
+func BoundAnnotations(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return boundMap(m, MaxAnnotations, MaxValueBytes, MaxAnnotationBytes)
+}
+
+// boundMap keeps, in key order, the entries whose key and value fit, up to maxEntries and (when
+// maxTotal > 0) maxTotal bytes of keys and values.
+func boundMap(m map[string]string, maxEntries, maxValue, maxTotal int) map[string]string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if k != "" && len(k) <= MaxKeyBytes && len(v) <= maxValue {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	out := make(map[string]string, min(len(keys), maxEntries))
+	total := 0
+	for _, k := range keys {
+		if len(out) == maxEntries {
+			break
+		}
+		size := len(k) + len(m[k])
+		if maxTotal > 0 && total+size > maxTotal {
+			continue // a smaller entry further on may still fit
+		}
+		total += size
+		out[k] = m[k]
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// FullCapabilities reports whether caps grants every capability the kernel knows (0..lastCap)
+// in both the bounding and the effective set: what `--privileged` gives. A container with every
+// capability can undo any confinement, which is why karmor flags it.
+func FullCapabilities(caps *rspec.LinuxCapabilities, lastCap int) bool {
+	if caps == nil || lastCap < 0 {
+		return false
+	}
+	return coversAll(caps.Bounding, lastCap) && coversAll(caps.Effective, lastCap)
+}
+
+// coversAll reports whether names holds every capability 0..lastCap. Capabilities newer than
+// this program's table are counted by their distinct unknown CAP_ names.
+func coversAll(names []string, lastCap int) bool {
+	var have [64]bool
+	unknown := map[string]bool{}
+	for _, n := range names {
+		n = strings.ToUpper(strings.TrimSpace(n))
+		if !strings.HasPrefix(n, "CAP_") {
+			n = "CAP_" + n
+		}
+		if i, ok := capNumbers[n]; ok {
+			have[i] = true
+		} else {
+			unknown[n] = true
+		}
+	}
+	known := min(lastCap, len(capNames)-1)
+	for i := 0; i <= known; i++ {
+		if !have[i] {
+			return false
+		}
+	}
+	return len(unknown) >= lastCap-known
+}
+
+// capNames are the Linux capabilities by number (include/uapi/linux/capability.h).
+var capNames = [...]string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+	"CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+	"CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+	"CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+	"CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+}
+
+var capNumbers = func() map[string]int {
+	m := make(map[string]int, len(capNames))
+	for i, n := range capNames {
+		m[n] = i
+	}
+	return m
+}()
