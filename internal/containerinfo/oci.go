@@ -2,6 +2,7 @@ package containerinfo
 
 import (
 	"encoding/json"
+	"maps"
 	"sort"
 	"strings"
 	"time"
@@ -62,23 +63,15 @@ const (
 // key order, rather than truncated into values that were never set.
 func FromOCI(state *rspec.State, spec *rspec.Spec) agentapi.Container {
 	var c agentapi.Container
-	var merged map[string]string
+	merged := map[string]string{}
 	if spec != nil {
-		merged = make(map[string]string, len(spec.Annotations)+len(state.Annotations))
-		for k, v := range spec.Annotations {
-			merged[k] = v
-		}
+		maps.Copy(merged, spec.Annotations)
 	}
 	if state != nil {
 		c.ID = state.ID
 		c.PID = state.Pid
 		c.Bundle = state.Bundle
-		if merged == nil {
-			merged = make(map[string]string, len(state.Annotations))
-		}
-		for k, v := range state.Annotations {
-			merged[k] = v
-		}
+		maps.Copy(merged, state.Annotations)
 	}
 	c.Annotations = BoundAnnotations(merged)
 
