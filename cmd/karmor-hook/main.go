@@ -1,6 +1,10 @@
 // Command karmor-hook is the OCI runtime hook that reports container starts and stops to karmord.
 package main
 
-import "os"
+import (
+	"os"
 
-func main() { os.Exit(0) }
+	"github.com/karmor/karmor/internal/hook"
+)
+
+func main() { os.Exit(hook.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
