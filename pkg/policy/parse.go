@@ -38,11 +38,14 @@ type Issue struct {
 	Message string `json:"message"`
 }
 
-// String formats the issue as "line:col path: message".
+// String formats the issue as "line:col path: message" (or "line path: message" when the column is unknown).
 func (i Issue) String() string {
 	var b strings.Builder
-	if i.Line > 0 {
+	switch {
+	case i.Line > 0 && i.Column > 0:
 		fmt.Fprintf(&b, "%d:%d ", i.Line, i.Column)
+	case i.Line > 0:
+		fmt.Fprintf(&b, "%d ", i.Line)
 	}
 	if i.Path != "" {
 		b.WriteString(i.Path)
@@ -246,7 +249,7 @@ func advice(doc *Document, top *yaml.Node) []Issue {
 		return nil
 	}
 	switch {
-	case p.Metadata.Name == "" && p.Metadata.GenerateName == "":
+	case doc.Name == "" && p.Metadata.GenerateName == "":
 		out = append(out, newIssue("metadata.name", top, "no name: the API server will refuse a policy without metadata.name"))
 	case p.Metadata.Name != "" && (len(p.Metadata.Name) > 253 || !dnsSubdomain.MatchString(p.Metadata.Name)):
 		out = append(out, newIssue("metadata.name", top, fmt.Sprintf("%q is not a valid Kubernetes name (lower-case letters, digits, '-' and '.', at most 253 characters)", truncate(p.Metadata.Name, 60))))

@@ -513,6 +513,9 @@ func enumHint(v string, enum []string) string {
 
 // unknownFieldHint says what the user probably meant by an unknown field.
 func unknownFieldHint(name, parent string, s *schema) string {
+	if name == "selector" && s.props["nodeSelector"] != nil {
+		return "; this kind selects nodes with nodeSelector"
+	}
 	if strings.HasSuffix(parent, "selector") || strings.HasSuffix(parent, "Selector") {
 		if _, ok := s.props["matchLabels"]; ok && name != "matchLabels" {
 			return fmt.Sprintf("; labels go under %s.matchLabels", parent)
