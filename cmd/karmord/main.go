@@ -1,6 +1,122 @@
-// Command karmord is karmor's node agent.
+// Command karmord is karmor's node agent: it keeps the table of live containers from karmor-hook's
+// events, the hook's spool and the runtimes' state, and serves it on a unix socket. The flags are
+// all there is here; internal/agent does the work.
 package main
 
-import "os"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 
-func main() { os.Exit(0) }
+	"github.com/spf13/cobra"
+
+	"github.com/karmor/karmor/internal/agent"
+	"github.com/karmor/karmor/internal/version"
+	"github.com/karmor/karmor/pkg/agentapi"
+)
+
+type usageError struct{ error }
+
+func main() {
+	cmd := newCommand(os.Stderr)
+	err := cmd.Execute()
+	var ue usageError
+	switch {
+	case err == nil:
+		os.Exit(0)
+	case errors.As(err, &ue):
+		fmt.Fprintln(os.Stderr, "karmord:", err)
+		fmt.Fprintln(os.Stderr, "Run 'karmord --help' for usage.")
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "karmord:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand(logOut io.Writer) *cobra.Command {
+	cfg := agent.Config{}
+	var (
+		logLevel, logFormat string
+		allowUIDs, allowGIDs []uint
+	)
+	cmd := &cobra.Command{
+		Use:           "karmord",
+		Short:         "karmor's node agent: live containers from hooks, spool and runtime state",
+		Version:       version.String(),
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(logOut, logLevel, logFormat)
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.Logger = logger
+			if cfg.AllowUIDs, err = ids("--allow-uid", allowUIDs); err != nil {
+				return usageError{err}
+			}
+			if cfg.AllowGIDs, err = ids("--allow-gid", allowGIDs); err != nil {
+				return usageError{err}
+			}
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return a.Run(ctx)
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	f := cmd.Flags()
+	f.StringVar(&cfg.Socket, "socket", agentapi.DefaultSocket, "unix socket to serve on (its directory is created 0700)")
+	f.StringVar(&cfg.SpoolDir, "spool-dir", agentapi.DefaultSpoolDir, "directory where karmor-hook spools the events it could not deliver")
+	f.StringVar(&cfg.StateDir, "state-dir", agent.DefaultStateDir, "directory for what karmord keeps across restarts")
+	f.StringArrayVar(&cfg.RuntimeRoots, "runtime-root", agent.DefaultRuntimeRoots(), "runtime state root to reconcile with (repeatable, glob patterns allowed)")
+	f.StringVar(&cfg.ProcRoot, "proc-root", agent.DefaultProcRoot, "the host's /proc")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty; loopback only)")
+	f.BoolVar(&cfg.MetricsAllowRemote, "metrics-allow-remote", false, "allow --metrics-addr on a non-loopback address")
+	f.UintSliceVar(&allowUIDs, "allow-uid", nil, "also admit peers with this uid (repeatable; root and karmord's own uid always are)")
+	f.UintSliceVar(&allowGIDs, "allow-gid", nil, "also admit peers whose primary gid is this (repeatable)")
+	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", agent.DefaultReconcileInterval, "how often to reconcile with the runtimes' state and /proc")
+	f.DurationVar(&cfg.SpoolScanInterval, "spool-scan-interval", agent.DefaultSpoolScanInterval, "how often to rescan the spool directory")
+	f.IntVar(&cfg.MaxConns, "max-conns", agent.DefaultMaxConns, "maximum concurrent connections")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	cmd.SetContext(context.Background())
+	return cmd
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func ids(flag string, in []uint) ([]uint32, error) {
+	out := make([]uint32, 0, len(in))
+	for _, v := range in {
+		if v > math.MaxUint32 {
+			return nil, fmt.Errorf("%s %d is out of range", flag, v)
+		}
+		out = append(out, uint32(v))
+	}
+	return out, nil
+}

@@ -1,0 +1,238 @@
+// Package agent is karmord, karmor's node agent: it learns containers from karmor-hook's events,
+// from the hook's spool and from the runtimes' on-disk state (never through a runtime socket),
+// keeps the table of live containers, and serves it over a unix socket (list, get, watch) and as
+// Prometheus metrics.
+//
+// The pieces:
+//
+//   - table.go: the live containers and the ordering rules that keep late or replayed events
+//     from resurrecting stopped containers or removing newer ones.
+//   - stream.go, seq.go: sequence numbers (unique across restarts), the ring of recent events and
+//     the watchers, who never slow the hook's acknowledgement.
+//   - server.go, socket.go: the socket, peer credentials, framing and the request dispatch (a
+//     handler per envelope type: add new request types there).
+//   - spool.go, reconcile.go: the spool replay and rescan, and reconciliation with runc/crun state
+//     roots and /proc.
+//   - metrics.go: the Prometheus series.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/karmor/karmor/pkg/agentapi"
+)
+
+// Agent is one karmord. Create it with New and serve with Run.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	access  accessPolicy
+
+	// mu guards the table, the stream and the sequence store together, so that an event's
+	// effect on the table and its place in the stream are one step.
+	mu     sync.Mutex
+	table  *table
+	stream *stream
+	seq    *seqStore
+
+	handlers map[string]handler
+
+	// conns limits and tracks the connections being served.
+	conns     chan struct{}
+	connsDone sync.WaitGroup
+
+	// stuckSpool holds spool files that were applied but could not be removed, so they are not
+	// applied again on every scan. Only the spool loop touches it.
+	stuckSpool map[string]bool
+
+	ready chan struct{}
+}
+
+// New checks cfg, fills its defaults and prepares an agent: it reads the sequence reservation in
+// cfg.StateDir (creating the directory), but does not touch the socket until Run.
+func New(cfg Config) (*Agent, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	seq, base, err := openSeqStore(cfg.StateDir)
+	if seq == nil {
+		return nil, err
+	}
+	if err != nil {
+		cfg.Logger.Warn("sequence numbers restart from a safe value", "err", err)
+	}
+	a := &Agent{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		metrics:    newMetrics(),
+		access:     newAccessPolicy(uint32(os.Geteuid()), cfg.AllowUIDs, cfg.AllowGIDs),
+		table:      newTable(),
+		stream:     newStream(cfg.EventRing, cfg.WatchBuffer, base),
+		seq:        seq,
+		conns:      make(chan struct{}, cfg.MaxConns),
+		stuckSpool: map[string]bool{},
+		ready:      make(chan struct{}),
+	}
+	a.handlers = a.defaultHandlers()
+	return a, nil
+}
+
+// Ready is closed once Run has replayed the spool, reconciled, and accepts connections.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Registry is the agent's Prometheus registry, for embedding its metrics elsewhere.
+func (a *Agent) Registry() *prometheus.Registry { return a.metrics.registry }
+
+// Run serves until ctx ends: it takes the socket (refusing to displace a live agent), replays the
+// spool, reconciles with the runtimes' state, then accepts connections while rescanning the spool
+// and reconciling periodically. It returns nil after a clean shutdown.
+func (a *Agent) Run(ctx context.Context) error {
+	ln, err := listen(a.cfg.Socket)
+	if err != nil {
+		return err
+	}
+	own, _ := os.Lstat(a.cfg.Socket)
+	defer removeOwnSocket(a.cfg.Socket, own)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var metricsErr chan error
+	if a.cfg.MetricsAddr != "" {
+		srv, mln, err := a.listenMetrics()
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		metricsErr = make(chan error, 1)
+		go func() { metricsErr <- srv.Serve(mln) }()
+		defer srv.Close()
+		a.log.Info("serving metrics", "addr", mln.Addr().String())
+	}
+
+	// Connections wait in the listen backlog while the table is rebuilt, so that a hook arriving
+	// now is answered from a complete table instead of spooling.
+	applied, quarantined := a.drainSpool()
+	added, removed := a.reconcile()
+	a.log.Info("karmord ready", "socket", a.cfg.Socket, "spool_applied", applied, "spool_quarantined", quarantined,
+		"reconcile_added", added, "reconcile_removed", removed, "containers", a.containerCount())
+
+	var loops sync.WaitGroup
+	loops.Add(3)
+	go func() { defer loops.Done(); a.acceptLoop(ctx, ln) }()
+	go func() { defer loops.Done(); a.every(ctx, a.cfg.SpoolScanInterval, func() { a.drainSpool() }) }()
+	go func() { defer loops.Done(); a.every(ctx, a.cfg.ReconcileInterval, func() { a.reconcile() }) }()
+	close(a.ready)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-metricsErr:
+		runErr = fmt.Errorf("metrics server on %s stopped: %w", a.cfg.MetricsAddr, err)
+		cancel()
+	}
+	ln.Close()
+	a.mu.Lock()
+	a.stream.dropAll("karmord is shutting down")
+	a.mu.Unlock()
+	loops.Wait()
+	a.connsDone.Wait()
+	a.log.Info("karmord stopped")
+	return runErr
+}
+
+// every runs fn every interval until ctx ends.
+func (a *Agent) every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
+func (a *Agent) listenMetrics() (*http.Server, net.Listener, error) {
+	mln, err := net.Listen("tcp", a.cfg.MetricsAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics: listen on %s: %w", a.cfg.MetricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	return srv, mln, nil
+}
+
+// apply applies one event to the table, numbers and publishes it when it changed something, and
+// returns the verdict and the sequence number the sender is acknowledged with: the event's own,
+// or the latest when the event changed nothing. ev.Source must be set.
+func (a *Agent) apply(ev agentapi.Event) (verdict, uint64) {
+	began := time.Now()
+	if ev.Time.IsZero() {
+		ev.Time = began
+	}
+	a.mu.Lock()
+	v, gone := a.table.apply(&ev)
+	seq := a.stream.head
+	if v != ignored {
+		pub := ev
+		if gone != nil {
+			// Watchers of a stop want to know what stopped, not only its id.
+			pub.Container = *gone
+		}
+		pub.Container.Source = ev.Source
+		if err := a.seq.ensure(seq + 1); err != nil {
+			a.metrics.errors.WithLabelValues(errKindSeq).Inc()
+			a.log.Error("sequence numbers may repeat after a restart", "err", err)
+		}
+		env := &agentapi.Envelope{Type: agentapi.TypeEvent, Event: &pub}
+		dropped := a.stream.publish(env)
+		seq = env.Seq
+		a.metrics.watchDrops.Add(float64(dropped))
+	}
+	live := len(a.table.live)
+	a.mu.Unlock()
+
+	a.metrics.applyDuration.Observe(time.Since(began).Seconds())
+	a.metrics.containers.Set(float64(live))
+	a.metrics.events.WithLabelValues(stageLabel(ev.Stage), ev.Kind, ev.Source, v.String()).Inc()
+	level := slog.LevelInfo
+	if v == ignored {
+		level = slog.LevelDebug
+	}
+	a.log.Log(context.Background(), level, "event", "kind", ev.Kind, "id", ev.Container.ID, "pid", ev.Container.PID,
+		"stage", ev.Stage, "source", ev.Source, "result", v.String(), "seq", seq)
+	return v, seq
+}
+
+// snapshot returns the live containers and the sequence number they reflect.
+func (a *Agent) snapshot() ([]agentapi.Container, uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.table.list(), a.stream.head
+}
+
+func (a *Agent) containerCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.table.live)
+}
+
+// errShutdown is returned by handlers interrupted by the agent's shutdown.
+var errShutdown = errors.New("karmord is shutting down")

@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/karmor/karmor/pkg/agentapi"
+)
+
+// Defaults for Config's fields; cmd/karmord shows them in its flags.
+const (
+	DefaultStateDir          = "/var/lib/karmor"
+	DefaultProcRoot          = "/proc"
+	DefaultReconcileInterval = 30 * time.Second
+	DefaultSpoolScanInterval = time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 5 * time.Second
+	DefaultMaxConns          = 8192
+	DefaultEventRing         = 4096
+	DefaultWatchBuffer       = 1024
+	DefaultTombstoneTTL      = time.Hour
+	DefaultMaxTombstones     = 1 << 16
+)
+
+// DefaultRuntimeRoots are the state roots karmord reconciles with: runc's, containerd's runc
+// namespaces (k8s.io, moby, default, ...) and crun's. Entries may be glob patterns.
+func DefaultRuntimeRoots() []string {
+	return []string{"/run/runc", "/run/containerd/runc/*", "/run/crun"}
+}
+
+// Config is everything karmord needs; the zero value of a field means its default.
+type Config struct {
+	// Socket is the unix socket karmord listens on; its directory is created 0700.
+	Socket string
+	// SpoolDir is where karmor-hook leaves the events it could not deliver.
+	SpoolDir string
+	// StateDir holds what the agent persists across restarts (the event sequence reservation).
+	StateDir string
+	// RuntimeRoots are the runtime state roots (runc: <root>/<id>/state.json, crun:
+	// <root>/<id>/status) read, never written, to reconcile the table. Glob patterns are expanded at
+	// each reconciliation, so namespaces created later are seen.
+	RuntimeRoots []string
+	// ProcRoot is /proc, or a directory shaped like it in tests.
+	ProcRoot string
+
+	// MetricsAddr, when set, serves Prometheus metrics at http://MetricsAddr/metrics. Only loopback
+	// addresses are accepted unless MetricsAllowRemote is set, because the metrics name containers.
+	MetricsAddr        string
+	MetricsAllowRemote bool
+
+	// AllowUIDs and AllowGIDs admit peers other than root (and the agent's own uid).
+	AllowUIDs []uint32
+	AllowGIDs []uint32
+
+	// ReconcileInterval is how often the table is compared with the runtimes' state and /proc.
+	ReconcileInterval time.Duration
+	// SpoolScanInterval is how often the spool directory is rescanned while running.
+	SpoolScanInterval time.Duration
+	// ReadTimeout bounds the wait for each request frame; WriteTimeout bounds each answer.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// MaxConns caps concurrent connections; beyond it a connection gets a "busy" error.
+	MaxConns int
+	// EventRing is how many recent events are kept for watchers resuming from a sequence number.
+	EventRing int
+	// WatchBuffer is how many events a watcher may fall behind before it is dropped.
+	WatchBuffer int
+	// TombstoneTTL and MaxTombstones bound the memory of stopped containers kept to reject late
+	// starts of the same container (spool replay racing live events).
+	TombstoneTTL  time.Duration
+	MaxTombstones int
+
+	// Logger receives the agent's structured logs; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Socket == "" {
+		c.Socket = agentapi.DefaultSocket
+	}
+	if c.SpoolDir == "" {
+		c.SpoolDir = agentapi.DefaultSpoolDir
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.RuntimeRoots == nil {
+		c.RuntimeRoots = DefaultRuntimeRoots()
+	}
+	if c.ProcRoot == "" {
+		c.ProcRoot = DefaultProcRoot
+	}
+	setDuration := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	setDuration(&c.ReconcileInterval, DefaultReconcileInterval)
+	setDuration(&c.SpoolScanInterval, DefaultSpoolScanInterval)
+	setDuration(&c.ReadTimeout, DefaultReadTimeout)
+	setDuration(&c.WriteTimeout, DefaultWriteTimeout)
+	setDuration(&c.TombstoneTTL, DefaultTombstoneTTL)
+	setInt := func(n *int, def int) {
+		if *n == 0 {
+			*n = def
+		}
+	}
+	setInt(&c.MaxConns, DefaultMaxConns)
+	setInt(&c.EventRing, DefaultEventRing)
+	setInt(&c.WatchBuffer, DefaultWatchBuffer)
+	setInt(&c.MaxTombstones, DefaultMaxTombstones)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// validate reports the first configuration mistake, phrased as what to change.
+func (c Config) validate() error {
+	for name, p := range map[string]string{"--socket": c.Socket, "--spool-dir": c.SpoolDir, "--state-dir": c.StateDir, "--proc-root": c.ProcRoot} {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("%s %q must be an absolute path", name, p)
+		}
+	}
+	for _, r := range c.RuntimeRoots {
+		if !filepath.IsAbs(r) {
+			return fmt.Errorf("--runtime-root %q must be an absolute path", r)
+		}
+		if _, err := filepath.Match(r, ""); err != nil {
+			return fmt.Errorf("--runtime-root %q is not a valid glob pattern: %w", r, err)
+		}
+	}
+	for name, d := range map[string]time.Duration{"reconcile interval": c.ReconcileInterval, "spool scan interval": c.SpoolScanInterval,
+		"read timeout": c.ReadTimeout, "write timeout": c.WriteTimeout, "tombstone TTL": c.TombstoneTTL} {
+		if d < 0 {
+			return fmt.Errorf("%s %v must be positive", name, d)
+		}
+	}
+	for name, n := range map[string]int{"max connections": c.MaxConns, "event ring": c.EventRing, "watch buffer": c.WatchBuffer, "max tombstones": c.MaxTombstones} {
+		if n < 0 {
+			return fmt.Errorf("%s %d must be positive", name, n)
+		}
+	}
+	if c.MetricsAddr != "" && !c.MetricsAllowRemote {
+		if err := checkLoopback(c.MetricsAddr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkLoopback accepts host:port addresses that only the local machine can reach.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr %q: want host:port, e.g. 127.0.0.1:9464: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return errors.New("--metrics-addr " + addr + " is not a loopback address (127.0.0.1, ::1, localhost): " +
+		"the metrics name containers; pass --metrics-allow-remote to serve them on other interfaces")
+}

@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/karmor/karmor/internal/containerinfo"
+	"github.com/karmor/karmor/pkg/agentapi"
+)
+
+// drainSpool applies the spooled events oldest first (Source=spool) and deletes each file once
+// applied; a file that does not decode is quarantined (renamed *.bad) and logged. A spooled start
+// whose process is already gone is dropped rather than applied: the container it describes no
+// longer exists, and its stop may have been lost with the agent. It runs at start and then every
+// SpoolScanInterval, so that events spooled by hooks that timed out against a busy agent are
+// still applied. It returns how many files were applied and quarantined.
+func (a *Agent) drainSpool() (applied, quarantined int) {
+	entries, err := agentapi.ReadSpool(a.cfg.SpoolDir)
+	if err != nil {
+		a.metrics.errors.WithLabelValues(errKindSpool).Inc()
+		a.log.Error("cannot read the spool; events left by hooks wait there", "dir", a.cfg.SpoolDir, "err", err)
+		return 0, 0
+	}
+	for _, e := range entries {
+		if a.stuckSpool[e.Path] {
+			continue
+		}
+		if e.Err != nil {
+			a.metrics.spoolReplays.WithLabelValues("quarantined").Inc()
+			quarantined++
+			if qerr := agentapi.Quarantine(e.Path); qerr != nil {
+				a.stuckSpool[e.Path] = true
+				a.metrics.errors.WithLabelValues(errKindSpool).Inc()
+				a.log.Error("cannot quarantine an undecodable spool file; remove it by hand", "file", e.Path, "decode_err", e.Err, "err", qerr)
+				continue
+			}
+			a.log.Warn("quarantined an undecodable spool file", "file", e.Path+".bad", "err", e.Err)
+			continue
+		}
+		ev := *e.Event
+		ev.Source = agentapi.SourceSpool
+		if ev.Kind == agentapi.KindStart && !a.alive(ev.Container.PID, ev.Container.PIDStart) {
+			a.metrics.spoolReplays.WithLabelValues("stale").Inc()
+			a.log.Debug("spooled start of a container that is gone; dropped", "id", ev.Container.ID, "pid", ev.Container.PID)
+		} else {
+			a.apply(ev)
+			a.metrics.spoolReplays.WithLabelValues("applied").Inc()
+			applied++
+		}
+		if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.stuckSpool[e.Path] = true
+			a.metrics.errors.WithLabelValues(errKindSpool).Inc()
+			a.log.Error("applied a spooled event but cannot remove its file; remove it by hand", "file", e.Path, "err", err)
+		}
+	}
+	if len(a.stuckSpool) > 0 {
+		a.forgetRemovedStuck()
+	}
+	return applied, quarantined
+}
+
+// forgetRemovedStuck drops stuck files someone has since removed, so the set stays small.
+func (a *Agent) forgetRemovedStuck() {
+	for p := range a.stuckSpool {
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			delete(a.stuckSpool, p)
+		}
+	}
+}
+
+// alive reports whether pid still runs the process that started at pidStart (clock ticks after
+// boot; 0 when unknown). An unknown pid counts as alive: nothing says otherwise. A /proc that
+// cannot be read for another reason than the pid's absence counts as alive too, so that a
+// permission problem never empties the table. A zombie is dead: a container's init that exited
+// stays a zombie until its parent (often not the runtime) reaps it, and runc itself reports such
+// a container as stopped.
+func (a *Agent) alive(pid int, pidStart uint64) bool {
+	if pid <= 0 {
+		return true
+	}
+	start, err := containerinfo.PIDStartTime(a.cfg.ProcRoot, pid)
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	if pidStart != 0 && start != pidStart {
+		return false
+	}
+	return !isZombie(a.cfg.ProcRoot, pid)
+}
+
+// isZombie reads the state field of procRoot/<pid>/stat (the one after the parenthesised
+// command name, which may itself hold parentheses).
+func isZombie(procRoot string, pid int) bool {
+	body, err := containerinfo.ReadRegularFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"), 4096)
+	if err != nil {
+		return false
+	}
+	end := bytes.LastIndexByte(body, ')')
+	if end < 0 || end+2 >= len(body) {
+		return false
+	}
+	return body[end+2] == 'Z' || body[end+2] == 'X'
+}
