@@ -44,7 +44,7 @@ func main() {
 func newCommand(logOut io.Writer) *cobra.Command {
 	cfg := agent.Config{}
 	var (
-		logLevel, logFormat string
+		logLevel, logFormat  string
 		allowUIDs, allowGIDs []uint
 	)
 	cmd := &cobra.Command{
