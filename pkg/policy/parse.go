@@ -163,9 +163,6 @@ func parseDocument(file string, index int, root *yaml.Node, opts Options) (Docum
 
 	w := &walker{strict: !opts.Lenient, budget: maxDocumentNodes}
 	clean := w.value(top, s, "", 0)
-	if w.suppressed > 0 {
-		w.errors = append(w.errors, Issue{Message: fmt.Sprintf("%d more errors not shown", w.suppressed)})
-	}
 	doc.Errors, doc.Warnings = w.errors, w.warnings
 	if clean != nil && !w.exhausted {
 		var p Policy
@@ -178,6 +175,9 @@ func parseDocument(file string, index int, root *yaml.Node, opts Options) (Docum
 	doc.Warnings = append(doc.Warnings, advice(&doc, top)...)
 	sortIssues(doc.Errors)
 	sortIssues(doc.Warnings)
+	if w.suppressed > 0 {
+		doc.Errors = append(doc.Errors, Issue{Message: fmt.Sprintf("%d more errors not shown", w.suppressed)})
+	}
 	return doc, true
 }
 
