@@ -126,7 +126,7 @@ func (w *walker) visit(n *yaml.Node, path string, depth int) *yaml.Node {
 	w.budget--
 	if w.budget < 0 {
 		w.exhausted = true
-		w.errorf(path, origin, "document expands to more than %d nodes (aliases that repeat large parts of the document?); refusing to go on", maxDocumentNodes)
+		w.errorf(path, origin, "document expands to more than %d nodes, counting every use of an alias; a policy has a few hundred, so this looks like an alias bomb or a runaway generator; refusing to go on", maxDocumentNodes)
 		return nil
 	}
 	if depth > maxDepth {
