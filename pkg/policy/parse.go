@@ -254,6 +254,9 @@ func advice(doc *Document, top *yaml.Node) []Issue {
 	case p.Metadata.Name != "" && (len(p.Metadata.Name) > 253 || !dnsSubdomain.MatchString(p.Metadata.Name)):
 		out = append(out, newIssue("metadata.name", top, fmt.Sprintf("%q is not a valid Kubernetes name (lower-case letters, digits, '-' and '.', at most 253 characters)", truncate(p.Metadata.Name, 60))))
 	}
+	if p.Metadata.Namespace != "" && !Namespaced(doc.Kind) {
+		out = append(out, newIssue("metadata.namespace", top, fmt.Sprintf("a %s is cluster-scoped: the namespace %q is ignored", doc.Kind, p.Metadata.Namespace)))
+	}
 	return out
 }
 

@@ -262,6 +262,11 @@ func TestWarnings(t *testing.T) {
 	if !d.Valid() || !hasIssue(d.Warnings, "metadata.name", "not a valid Kubernetes name") {
 		t.Errorf("bad name: errors %v warnings %v", d.Errors, d.Warnings)
 	}
+	hostNS := strings.Replace(doc(hsp, nodeSel), "namespace: default", "namespace: kube-system", 1)
+	d = parseOne(t, hostNS, policy.Options{})
+	if !d.Valid() || !hasIssue(d.Warnings, "metadata.namespace", "cluster-scoped") {
+		t.Errorf("namespace of a host policy: errors %v warnings %v", d.Errors, d.Warnings)
+	}
 	meta := "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  generateName: p-\n  uid: 1f\n  resourceVersion: \"5\"\n  generation: 2\n  creationTimestamp: 2024-01-01T00:00:00Z\n  finalizers: [a]\n  ownerReferences: [{apiVersion: v1, kind: X, name: owner, uid: u, controller: true}]\n  managedFields: [{manager: kubectl, fieldsV1: {f:spec: {}}}]\nspec: {}\n"
 	d = parseOne(t, meta, policy.Options{})
 	if !d.Valid() || len(d.Warnings) != 0 {

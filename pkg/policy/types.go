@@ -24,6 +24,10 @@ func IsKind(kind string) bool {
 	return false
 }
 
+// Namespaced reports whether policies of kind live in a namespace. Only KubeArmorPolicy does; the
+// other kinds are cluster-scoped, and the API server ignores their metadata.namespace.
+func Namespaced(kind string) bool { return kind == KindPolicy }
+
 // Action is what KubeArmor does when a rule matches: Allow, Audit or Block.
 // An empty Action means the rule inherits the action of the enclosing block or policy.
 type Action string
