@@ -299,3 +299,30 @@ func TestInjectBundle(t *testing.T) {
 		t.Error("bundle without config accepted")
 	}
 }
+
+// FuzzInjectConfigJSON checks, for any config.json, that injection never panics, that what it
+// accepts comes out as a valid config holding karmor's hooks, and that a second injection
+// changes nothing.
+func FuzzInjectConfigJSON(f *testing.F) {
+	f.Add([]byte(`{"ociVersion":"1.0.2","process":{"args":["sh"]}}`))
+	f.Add([]byte(`{"hooks":{"poststop":[{"path":"/usr/local/bin/karmor-hook","args":["karmor-hook","x"]},{"path":"/x"}],"prestart":[]},"x":1}`))
+	f.Add([]byte(`{"hooks":null}`))
+	h := testHook("/opt")
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		out, _, err := InjectConfigJSON(raw, h)
+		if err != nil {
+			return
+		}
+		var spec rspec.Spec
+		if err := json.Unmarshal(out, &spec); err != nil {
+			t.Fatalf("injected config does not decode: %v\n%s", err, out)
+		}
+		if spec.Hooks == nil || len(spec.Hooks.CreateRuntime) == 0 || len(spec.Hooks.Poststop) == 0 {
+			t.Fatalf("injected config lacks karmor's hooks: %s", out)
+		}
+		again, changed, err := InjectConfigJSON(out, h)
+		if err != nil || changed || !bytes.Equal(again, out) {
+			t.Fatalf("second injection: changed=%v err=%v\n%s", changed, err, out)
+		}
+	})
+}

@@ -1,0 +1,48 @@
+package hook
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/karmor/karmor/internal/testutil"
+)
+
+// TestHookStaysSmall keeps karmor-hook, which runs on every container start, free of the heavy
+// dependencies the rest of karmor uses: it may link only the standard library, the runtime-spec
+// types and karmor's own small packages.
+func TestHookStaysSmall(t *testing.T) {
+	testutil.RequireCommand(t, "go", "the Go toolchain")
+	cmd := exec.Command("go", "list", "-deps", "./cmd/karmor-hook")
+	cmd.Dir = testutil.RepoRoot(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	allowed := []string{
+		"github.com/opencontainers/runtime-spec/specs-go",
+		"github.com/karmor/karmor/cmd/karmor-hook",
+		"github.com/karmor/karmor/internal/hook",
+		"github.com/karmor/karmor/internal/containerinfo",
+		"github.com/karmor/karmor/internal/version",
+		"github.com/karmor/karmor/pkg/agentapi",
+	}
+	var n int
+	for dep := range strings.FieldsSeq(string(out)) {
+		n++
+		first, _, _ := strings.Cut(dep, "/")
+		if !strings.Contains(first, ".") || strings.HasPrefix(dep, "vendor/") {
+			continue // standard library
+		}
+		ok := false
+		for _, a := range allowed {
+			ok = ok || dep == a
+		}
+		if !ok {
+			t.Errorf("karmor-hook links %s; keep the hook to the standard library, runtime-spec and agentapi", dep)
+		}
+	}
+	if n < len(allowed) {
+		t.Fatalf("go list printed %d packages, fewer than the hook's own %d", n, len(allowed))
+	}
+}
