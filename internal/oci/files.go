@@ -7,7 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
+
+	"github.com/karmor/karmor/pkg/policy"
 )
 
 // File is one policy file: its layer title (base name) and content.
@@ -19,8 +20,8 @@ type File struct {
 }
 
 // LoadFiles reads the policy files to push. A path that is a file is taken whatever its
-// name; a directory is walked (recursively, skipping hidden directories) for *.yaml and
-// *.yml files in lexical order. Two different files with the same base name are an
+// name; a directory is walked recursively for *.yaml and *.yml files in lexical order,
+// the files `karmor policy validate DIR` reads. Two different files with the same base name are an
 // error, since the base name is the layer title; a file bigger than maxFileSize is an
 // error, since pull would refuse it.
 func LoadFiles(paths []string, maxFileSize int64) ([]File, error) {
@@ -90,22 +91,15 @@ func LoadFiles(paths []string, maxFileSize int64) ([]File, error) {
 	return files, nil
 }
 
-// policyFilesIn lists the *.yaml and *.yml regular files under dir (following symlinks
-// to files, not to directories), skipping hidden directories such as .git.
+// policyFilesIn lists the *.yaml and *.yml regular files under dir, following symlinks
+// to files but not to directories (so a loop cannot trap the walk).
 func policyFilesIn(dir string) ([]string, error) {
 	var found []string
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() {
-			if path != dir && strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		ext := strings.ToLower(filepath.Ext(path))
-		if ext != ".yaml" && ext != ".yml" {
+		if d.IsDir() || !policy.IsPolicyFileName(d.Name()) {
 			return nil
 		}
 		info, err := os.Stat(path) // follows a symlink to see what it names
