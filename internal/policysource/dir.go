@@ -50,7 +50,7 @@ type Dir struct {
 	// Follow's memory: the listing whose content is in force, the listing that last failed
 	// to load, and the listing seen at the previous poll.
 	inForce, failed, previous listing
-	inForceDigest          string
+	inForceDigest             string
 }
 
 // NewDir returns a directory source. The directory need not exist yet: until it does, the
