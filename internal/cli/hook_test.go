@@ -177,6 +177,7 @@ func TestRuncContainerReportsStartAndStop(t *testing.T) {
 	bundle := testutil.Bundle(t, []string{"sleep", "30"}, nil)
 	injectHook(t, bundle, agent.Socket, spool)
 
+	before := time.Now()
 	c := startRunc(t, bundle)
 	start := agent.Next(t, 20*time.Second)
 	if start.Kind != agentapi.KindStart || start.Stage != "createRuntime" || start.Container.ID != c.id {
@@ -202,6 +203,10 @@ func TestRuncContainerReportsStartAndStop(t *testing.T) {
 	}
 	if start.Container.Namespaces["pid"] == host.Ino {
 		t.Error("the event carries the host's pid namespace")
+	}
+	// Created comes from the init's start time, to the 10 ms of /proc's clocks.
+	if created := start.Container.Created; created.Before(before.Add(-50*time.Millisecond)) || created.After(start.Time.Add(50*time.Millisecond)) {
+		t.Errorf("created %v, not between the run (%v) and the event (%v)", created, before, start.Time)
 	}
 	if start.Container.PIDStart == 0 || start.Container.Bundle != bundle || start.Container.CgroupPath == "" || start.Container.Created.IsZero() {
 		t.Errorf("start event container %+v", start.Container)

@@ -20,8 +20,8 @@ var NamespaceKinds = []string{"pid", "mnt", "net", "uts", "ipc", "cgroup"}
 // DefaultProcRoot is the host's /proc.
 const DefaultProcRoot = "/proc"
 
-// procFileLimit bounds the /proc files read here; /proc/<pid>/cgroup is a few hundred bytes and
-// /proc/stat a few KiB even on large machines.
+// procFileLimit bounds the /proc files read here; /proc/<pid>/cgroup is a few hundred bytes even
+// on large machines.
 const procFileLimit = 256 << 10
 
 // userHZ is the unit of /proc/<pid>/stat's start time. It is 100 on every Linux architecture
@@ -188,25 +188,24 @@ func ParseCgroupFile(body []byte) string {
 	return unified
 }
 
-// BootTime returns the host's boot time from procRoot/stat's btime line.
+// BootTime returns when the host booted, from procRoot/uptime: now minus the uptime, which is
+// precise to 10 ms (stat's btime line is truncated to whole seconds). Process start times in
+// /proc/<pid>/stat count from the same clock.
 func BootTime(procRoot string) (time.Time, error) {
 	if procRoot == "" {
 		procRoot = DefaultProcRoot
 	}
-	body, err := ReadRegularFile(filepath.Join(procRoot, "stat"), procFileLimit)
+	body, err := ReadRegularFile(filepath.Join(procRoot, "uptime"), procFileLimit)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read boot time: %w", err)
 	}
-	for line := range strings.SplitSeq(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "btime "); ok {
-			secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return time.Time{}, fmt.Errorf("read boot time: malformed btime %q", v)
-			}
-			return time.Unix(secs, 0), nil
-		}
+	now := time.Now()
+	field, _, _ := strings.Cut(strings.TrimSpace(string(body)), " ")
+	secs, err := strconv.ParseFloat(field, 64)
+	if err != nil || secs < 0 {
+		return time.Time{}, fmt.Errorf("read boot time: malformed uptime %q", body)
 	}
-	return time.Time{}, errors.New("read boot time: no btime line in stat")
+	return now.Add(-time.Duration(secs * float64(time.Second))).Round(10 * time.Millisecond), nil
 }
 
 // CapLastCap returns the highest capability number the kernel knows

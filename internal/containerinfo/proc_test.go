@@ -69,7 +69,7 @@ func fakeProc(t *testing.T, pid int, start uint64) string {
 		}
 	}
 	writeFile(t, filepath.Join(dir, "cgroup"), "4:memory:/karmor/test\n0::/\n")
-	writeFile(t, filepath.Join(root, "stat"), "cpu 1 2 3\nbtime 1700000000\nprocesses 5\n")
+	writeFile(t, filepath.Join(root, "uptime"), "1000.00 1900.00\n")
 	return root
 }
 
@@ -90,8 +90,9 @@ func TestReadProcFake(t *testing.T) {
 	if c.CgroupPath != "/karmor/test" {
 		t.Errorf("cgroup %q", c.CgroupPath)
 	}
-	if want := time.Unix(1700000000, 0).Add(123450 * time.Millisecond); !c.Created.Equal(want) {
-		t.Errorf("created %v, want %v", c.Created, want)
+	// Booted 1000 s ago, started 123.45 s after boot: 876.55 s ago (to the 10 ms of /proc/uptime).
+	if ago := time.Since(c.Created); ago < 876*time.Second || ago > 878*time.Second {
+		t.Errorf("created %v, %v ago; want about 876.55s ago", c.Created, ago)
 	}
 
 	// A created time from the runtime is kept.

@@ -104,7 +104,7 @@ func newScene(t *testing.T, specAnnotations, stateAnnotations map[string]string)
 		}
 	}
 	write(t, filepath.Join(dir, "cgroup"), "0::/karmor/c1\n")
-	write(t, filepath.Join(s.proc, "stat"), "btime 1700000000\n")
+	write(t, filepath.Join(s.proc, "uptime"), "5000.00 9000.00\n")
 	s.state = rspec.State{Version: rspec.Version, ID: "c1", Status: rspec.StateCreating, Pid: s.pid, Bundle: s.bundle, Annotations: stateAnnotations}
 	return s
 }
