@@ -83,7 +83,7 @@ type scene struct {
 	state        rspec.State
 }
 
-func newScene(t *testing.T, specAnnotations, stateAnnotations map[string]string) *scene {
+func newScene(t testing.TB, specAnnotations, stateAnnotations map[string]string) *scene {
 	t.Helper()
 	s := &scene{bundle: t.TempDir(), proc: t.TempDir(), pid: 4321}
 	spec := rspec.Spec{
