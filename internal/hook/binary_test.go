@@ -1,10 +1,15 @@
 package hook
 
 import (
+	"bytes"
+	"errors"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/karmor/karmor/internal/hook/hooktest"
 	"github.com/karmor/karmor/internal/testutil"
 )
 
@@ -44,5 +49,31 @@ func TestHookStaysSmall(t *testing.T) {
 	}
 	if n < len(allowed) {
 		t.Fatalf("go list printed %d packages, fewer than the hook's own %d", n, len(allowed))
+	}
+}
+
+// TestBinaryLeavesNoChildHoldingPipes runs the real binary the way a runtime does, with pipes
+// for stdout and stderr: when the hook exits, nothing of it may keep those pipes open, or the
+// runtime would wait on them.
+func TestBinaryLeavesNoChildHoldingPipes(t *testing.T) {
+	bin := testutil.Binary(t, "karmor-hook")
+	s := newScene(t, nil, nil)
+	for _, socket := range []string{hooktest.Start(t).Socket, filepath.Join(t.TempDir(), "none.sock")} {
+		spool := t.TempDir()
+		cmd := exec.Command(bin, "--socket", socket, "--spool-dir", spool, "--proc-root", s.proc, "--verbose", "createRuntime")
+		cmd.Stdin = s.stdin(t)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		cmd.WaitDelay = 5 * time.Second
+		err := cmd.Run()
+		if errors.Is(err, exec.ErrWaitDelay) {
+			t.Fatalf("karmor-hook exited but its stdout/stderr stayed open")
+		}
+		if err != nil {
+			t.Fatalf("karmor-hook: %v\n%s", err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "reported") && !strings.Contains(stderr.String(), "spooled") {
+			t.Errorf("verbose run logged neither a report nor a spool: %q", stderr.String())
+		}
 	}
 }
