@@ -3,15 +3,22 @@ package oci
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
 // PushOptions configures Push.
@@ -88,14 +95,95 @@ func Push(ctx context.Context, ref Reference, files []File, opts PushOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	uploaded, err := pushBlobs(ctx, repo, blobs, opts.Concurrency)
+	// Ask for push rights from the first request, so a token registry issues one token.
+	ctx = auth.AppendRepositoryScope(ctx, repo.Reference, auth.ActionPull, auth.ActionPush)
+	plan := planBlobs(ctx, repo, ref)
+	uploaded, err := pushBlobs(ctx, repo, blobs, plan, opts.Concurrency)
 	if err != nil {
 		return nil, registryError(err, ref, "push")
 	}
-	if err := repo.PushReference(ctx, manifestDesc, bytes.NewReader(manifest), ref.Tag); err != nil {
+	err = repo.PushReference(ctx, manifestDesc, bytes.NewReader(manifest), ref.Tag)
+	if err != nil && !plan.check && !isAuthError(err) {
+		// The plan trusted what the registry showed; it may have dropped a blob since.
+		slog.Debug("manifest push failed; retrying with every blob checked", "ref", ref, "err", err)
+		more, blobErr := pushBlobs(ctx, repo, blobs, blobPlan{check: true}, opts.Concurrency)
+		if blobErr != nil {
+			return nil, registryError(blobErr, ref, "push")
+		}
+		uploaded += more
+		err = repo.PushReference(ctx, manifestDesc, bytes.NewReader(manifest), ref.Tag)
+	}
+	if err != nil {
 		return nil, registryError(fmt.Errorf("push manifest: %w", err), ref, "push")
 	}
 	return &PushResult{Reference: ref.Pinned(manifestDesc.Digest), Manifest: manifestDesc, Layers: layers, Uploaded: uploaded}, nil
+}
+
+// blobPlan says which blobs to send and how. Blobs are tiny (policy files), so requests
+// are what a push costs: an upload takes two, an existence check one.
+type blobPlan struct {
+	// present are blobs the registry holds for the manifest now at the tag: no request.
+	present map[digest.Digest]bool
+	// check asks before each upload; without it every other blob is uploaded.
+	check bool
+}
+
+// planBlobs chooses the cheapest safe way to push. When the tag exists, its manifest
+// names the blobs already there and the rest are most likely new: pushing a changed
+// policy set sends only what changed. When the repository has no tags, nothing is
+// there to find. Otherwise (another tag, or the registry would not say) each blob is
+// checked first, as ORAS does.
+func planBlobs(ctx context.Context, repo *remote.Repository, ref Reference) blobPlan {
+	desc, data, err := fetchManifest(ctx, repo, ref, DefaultMaxManifestSize)
+	if err == nil {
+		var doc manifestDoc
+		if (desc.MediaType == ocispec.MediaTypeImageManifest || desc.MediaType == mediaTypeDockerManifest) && json.Unmarshal(data, &doc) == nil {
+			present := map[digest.Digest]bool{}
+			if doc.Config != nil {
+				present[doc.Config.Digest] = true
+			}
+			for _, l := range doc.Layers {
+				present[l.Digest] = true
+			}
+			return blobPlan{present: present}
+		}
+		return blobPlan{check: true}
+	}
+	if !errors.Is(err, errdef.ErrNotFound) {
+		slog.Debug("cannot read the manifest at the tag; checking every blob", "ref", ref, "err", err)
+		return blobPlan{check: true}
+	}
+	if repositoryHasTags(ctx, repo) {
+		return blobPlan{check: true}
+	}
+	return blobPlan{}
+}
+
+// errFirstPage stops a tag listing after its first page.
+var errFirstPage = errors.New("first page read")
+
+// repositoryHasTags reports whether the repository has any tag; true when unsure.
+func repositoryHasTags(ctx context.Context, repo *remote.Repository) bool {
+	repo.TagListPageSize = 1 // one tag answers the question
+	hasTags := true
+	err := repo.Tags(ctx, "", func(tags []string) error {
+		hasTags = len(tags) > 0
+		return errFirstPage
+	})
+	var resp *errcode.ErrorResponse
+	switch {
+	case errors.Is(err, errFirstPage):
+		return hasTags
+	case errors.Is(err, errdef.ErrNotFound), errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound:
+		return false // the repository does not exist yet
+	default:
+		return true
+	}
+}
+
+func isAuthError(err error) bool {
+	var resp *errcode.ErrorResponse
+	return errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden)
 }
 
 func (o PushOptions) manifestAnnotations() map[string]string {
@@ -116,31 +204,37 @@ func (o PushOptions) manifestAnnotations() map[string]string {
 	return annotations
 }
 
-// pushBlobs uploads the blobs the registry does not have yet, a few at a time.
-func pushBlobs(ctx context.Context, repo *remote.Repository, blobs map[digest.Digest][]byte, concurrency int) (int, error) {
+// pushBlobs uploads the blobs plan does not know to be present, a few at a time, and
+// returns how many it sent.
+func pushBlobs(ctx context.Context, repo *remote.Repository, blobs map[digest.Digest][]byte, plan blobPlan, concurrency int) (int, error) {
 	if concurrency <= 0 {
 		concurrency = DefaultConcurrency
 	}
 	group, gctx := errgroup.WithContext(ctx)
 	group.SetLimit(concurrency)
-	uploaded := make(chan struct{}, len(blobs))
+	var uploaded atomic.Int64
 	for d, data := range blobs {
+		if plan.present[d] {
+			continue
+		}
 		desc := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: d, Size: int64(len(data))}
 		group.Go(func() error {
-			exists, err := repo.Blobs().Exists(gctx, desc)
-			if err != nil {
-				return fmt.Errorf("check blob %s: %w", d, err)
-			}
-			if exists {
-				return nil
+			if plan.check {
+				exists, err := repo.Blobs().Exists(gctx, desc)
+				if err != nil {
+					return fmt.Errorf("check blob %s: %w", d, err)
+				}
+				if exists {
+					return nil
+				}
 			}
 			if err := repo.Blobs().Push(gctx, desc, bytes.NewReader(data)); err != nil {
 				return fmt.Errorf("upload blob %s: %w", d, err)
 			}
-			uploaded <- struct{}{}
+			uploaded.Add(1)
 			return nil
 		})
 	}
 	err := group.Wait()
-	return len(uploaded), err
+	return int(uploaded.Load()), err
 }

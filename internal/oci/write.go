@@ -6,7 +6,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sync/errgroup"
 )
+
+// stagingWriters is how many staged files are written and synced at once.
+const stagingWriters = 32
 
 // WriteFiles puts files into dir as one change: they are written into a staging
 // directory beside dir (on the same file system) and renamed into place only when all
@@ -45,10 +50,15 @@ func WriteFiles(dir string, files []File) ([]string, error) {
 		return nil, fmt.Errorf("create staging directory beside %s: %w", dir, err)
 	}
 	defer os.RemoveAll(staging)
+	// fsync waits on the disk, not the CPU: many at once let the file system commit
+	// them together, which is several times faster than one after the other.
+	var group errgroup.Group
+	group.SetLimit(stagingWriters)
 	for _, f := range files {
-		if err := writeSynced(filepath.Join(staging, f.Name), f.Data); err != nil {
-			return nil, err
-		}
+		group.Go(func() error { return writeSynced(filepath.Join(staging, f.Name), f.Data) })
+	}
+	if err := group.Wait(); err != nil {
+		return nil, err
 	}
 	written := make([]string, len(files))
 	for i, f := range files {

@@ -2,6 +2,7 @@ package registrytest
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"sort"
 	"strings"
@@ -64,6 +65,13 @@ func (c *Counter) Total() int {
 		n += v
 	}
 	return n
+}
+
+// Snapshot returns the counts keyed "METHOD route", e.g. "GET blob".
+func (c *Counter) Snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.counts)
 }
 
 // Reset forgets every count, so a test can measure one operation.
