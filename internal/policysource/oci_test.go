@@ -222,3 +222,40 @@ func TestReadCacheIsBounded(t *testing.T) {
 		t.Fatalf("a cache file within bounds: %v", err)
 	}
 }
+
+// TestOCIAuth uses the transport options of `karmor oci`: right credentials pull, wrong ones
+// leave the source failing with an error that says so.
+func TestOCIAuth(t *testing.T) {
+	reg := registrytest.New(t, registrytest.Options{Auth: registrytest.AuthBasic, Users: map[string]string{"ci": "s3cret"}})
+	ref := reg.Host + "/policies:prod"
+	r, err := oci.ParseReference(ref)
+	must(t, err)
+	withUser := func(password string) oci.TransportOptions {
+		tr := transport
+		tr.Username, tr.Password, tr.DockerConfig = "ci", password, filepath.Join(t.TempDir(), "none.json")
+		return tr
+	}
+	res, err := oci.Push(context.Background(), r, []oci.File{{Name: "web.yaml", Data: []byte(kspYAML("web", "web"))}},
+		oci.PushOptions{Transport: withUser("s3cret")})
+	must(t, err)
+
+	for _, c := range []struct {
+		password string
+		ok       bool
+	}{{"s3cret", true}, {"wrong", false}} {
+		o, err := NewOCI(OCIOptions{Ref: ref, Transport: withUser(c.password), Interval: time.Hour})
+		must(t, err)
+		changes := newChanges()
+		m := start(t, changes, o)
+		ch := changes.wait(t, "after the first poll", func(Change) bool { return true })
+		if c.ok && (ch.Err != nil || ch.Digest != res.Manifest.Digest.String() || m.Current().Match.Len() != 1) {
+			t.Errorf("with the right password: %+v", ch)
+		}
+		if !c.ok {
+			t.Logf("error with a wrong password: %v", ch.Err)
+		}
+		if !c.ok && (ch.Err == nil || !strings.Contains(strings.ToLower(ch.Err.Error()), "unauthorized") || m.Current().Match.Len() != 0) {
+			t.Errorf("with a wrong password: %+v", ch)
+		}
+	}
+}
