@@ -66,6 +66,53 @@ func ReadSpec(bundle string) (*rspec.Spec, error) {
 	return DecodeSpec(body)
 }
 
+// ReadSpecSummary is ReadSpec for callers that only need what FromOCI reads: it returns a Spec
+// holding only the annotations, process.apparmorProfile, process.capabilities and
+// linux.cgroupsPath, and skips the rest of the document unchecked. Decoding the full spec types
+// costs a fresh process about half a millisecond of reflection, which karmor-hook cannot afford
+// on every container start.
+func ReadSpecSummary(bundle string) (*rspec.Spec, error) {
+	if bundle == "" || !filepath.IsAbs(bundle) {
+		return nil, fmt.Errorf("bundle path %q is not absolute", bundle)
+	}
+	body, err := ReadRegularFile(filepath.Join(bundle, "config.json"), MaxSpecBytes)
+	if err != nil {
+		return nil, fmt.Errorf("read OCI config: %w", err)
+	}
+	return DecodeSpecSummary(body)
+}
+
+// specSummary is the part of config.json FromOCI reads.
+type specSummary struct {
+	Annotations map[string]string `json:"annotations"`
+	Process     *struct {
+		ApparmorProfile string                   `json:"apparmorProfile"`
+		Capabilities    *rspec.LinuxCapabilities `json:"capabilities"`
+	} `json:"process"`
+	Linux *struct {
+		CgroupsPath string `json:"cgroupsPath"`
+	} `json:"linux"`
+}
+
+// DecodeSpecSummary decodes the fields of a config.json document that ReadSpecSummary keeps.
+func DecodeSpecSummary(body []byte) (*rspec.Spec, error) {
+	if len(body) > MaxSpecBytes {
+		return nil, fmt.Errorf("OCI config is %d bytes: %w (limit %d)", len(body), ErrTooLarge, MaxSpecBytes)
+	}
+	var sum specSummary
+	if err := decodeStrictJSON(body, &sum); err != nil {
+		return nil, fmt.Errorf("malformed OCI config: %w", err)
+	}
+	spec := &rspec.Spec{Annotations: sum.Annotations}
+	if sum.Process != nil {
+		spec.Process = &rspec.Process{ApparmorProfile: sum.Process.ApparmorProfile, Capabilities: sum.Process.Capabilities}
+	}
+	if sum.Linux != nil {
+		spec.Linux = &rspec.Linux{CgroupsPath: sum.Linux.CgroupsPath}
+	}
+	return spec, nil
+}
+
 // DecodeSpec decodes one OCI config.json document of at most MaxSpecBytes.
 func DecodeSpec(body []byte) (*rspec.Spec, error) {
 	if len(body) > MaxSpecBytes {

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
+
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 func TestReadState(t *testing.T) {
@@ -97,6 +100,41 @@ func TestReadSpec(t *testing.T) {
 	}
 }
 
+func TestReadSpecSummary(t *testing.T) {
+	dir := t.TempDir()
+	all := capNames[:]
+	writeFile(t, filepath.Join(dir, "config.json"), mustJSON(t, map[string]any{
+		"ociVersion": "1.0.2",
+		"process": map[string]any{"args": []string{"sh"}, "apparmorProfile": "p", "env": []string{"A=1"},
+			"capabilities": map[string]any{"bounding": all, "effective": all}},
+		"linux":       map[string]any{"cgroupsPath": "/k/c", "namespaces": []map[string]string{{"type": "pid"}}},
+		"annotations": map[string]string{"io.kubernetes.pod.name": "p1", "karmor.io/pod-labels": `{"a":"b"}`},
+		"mounts":      []map[string]any{{"destination": "/proc", "type": "proc"}},
+	}))
+	full, err := ReadSpec(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := ReadSpecSummary(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &rspec.State{ID: "x"}
+	cf, cs := FromOCI(st, full), FromOCI(st, sum)
+	if !reflect.DeepEqual(cf, cs) {
+		t.Fatalf("summary gives %+v, full spec %+v", cs, cf)
+	}
+	if cs.Pod != "p1" || cs.AppArmor != "p" || cs.CgroupPath != "/k/c" || cs.Labels["a"] != "b" || cs.Privileged != (HostCapLastCap() < len(capNames)) {
+		t.Errorf("summary container %+v", cs)
+	}
+	if _, err := ReadSpecSummary("rel"); err == nil {
+		t.Error("relative bundle accepted")
+	}
+	if _, err := DecodeSpecSummary([]byte(`{"annotations":{"a":1}}`)); err == nil {
+		t.Error("annotation of the wrong type accepted")
+	}
+}
+
 func writeFile(t testing.TB, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
@@ -139,6 +177,14 @@ func FuzzDecodeSpec(f *testing.F) {
 		c := FromOCI(nil, spec)
 		if len(c.Annotations) > MaxAnnotations || len(c.Labels) > MaxLabels {
 			t.Fatalf("unbounded container %+v", c)
+		}
+		// The hook's summary decoder must see what the full decoder sees.
+		sum, err := DecodeSpecSummary(b)
+		if err != nil {
+			t.Fatalf("full decode accepted what the summary refused: %v", err)
+		}
+		if cs := FromOCI(nil, sum); !reflect.DeepEqual(cs, c) {
+			t.Fatalf("summary gives %+v, full spec %+v", cs, c)
 		}
 		total := 0
 		for k, v := range c.Annotations {

@@ -155,7 +155,7 @@ func Run(ctx context.Context, opts Options, stdin io.Reader, logger *slog.Logger
 // /proc. What cannot be read is logged and left out: a partial event is better than none.
 // It returns the spec (nil when unreadable) for the allow-list.
 func describeStart(ev *agentapi.Event, state *rspec.State, opts Options, logger *slog.Logger) *rspec.Spec {
-	spec, err := containerinfo.ReadSpec(state.Bundle)
+	spec, err := containerinfo.ReadSpecSummary(state.Bundle)
 	if err != nil {
 		logger.Warn("cannot read the container's config.json; reporting what the state says", "id", state.ID, "err", err)
 	}
