@@ -67,6 +67,14 @@ func run(c config) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", tc.name, err)
 		}
+		// With karmord up every event must have been acknowledged, or this measured the spool.
+		spooled, _ := os.ReadDir(spool)
+		if tc.socket == c.socket && len(spooled) > 0 {
+			return fmt.Errorf("%s: %d events were spooled, so karmord did not acknowledge them; see its log", tc.name, len(spooled))
+		}
+		if tc.socket != c.socket && len(spooled) < c.latencyRuns {
+			return fmt.Errorf("%s: only %d of %d events spooled", tc.name, len(spooled), c.latencyRuns)
+		}
 		fmt.Printf("  %-10s p50 %6.2f ms  p90 %6.2f ms  p99 %6.2f ms  max %6.2f ms\n", tc.name, ms(pct(d, 50)), ms(pct(d, 90)), ms(pct(d, 99)), ms(d[len(d)-1]))
 	}
 
