@@ -288,12 +288,14 @@ func TestPodmanContainerName(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("install: exit %d\n%s%s", code, out, errOut)
 	}
-	run := exec.Command("podman", "--hooks-dir", hooksDir, "run", "--rm", "--replace", "--net=none", "--name", "web1", image, "true")
+	// A name of this process's own, so that concurrent test runs cannot collide on "web1".
+	name := fmt.Sprintf("web1-%d", os.Getpid())
+	run := exec.Command("podman", "--hooks-dir", hooksDir, "run", "--rm", "--net=none", "--name", name, image, "true")
 	if b, err := run.CombinedOutput(); err != nil {
 		t.Fatalf("podman run: %v\n%s", err, b)
 	}
 	start := agent.Next(t, 20*time.Second)
-	if start.Kind != agentapi.KindStart || start.Container.Name != "web1" || start.Container.Image != image ||
+	if start.Kind != agentapi.KindStart || start.Container.Name != name || start.Container.Image != image ||
 		start.Container.Annotations["io.container.manager"] != "libpod" || start.Container.Namespaces["mnt"] == 0 {
 		t.Errorf("podman start event %+v", start)
 	}
