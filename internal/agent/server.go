@@ -73,11 +73,20 @@ func (a *Agent) acceptLoop(ctx context.Context, ln *net.UnixListener) {
 	}
 }
 
-// refuse answers a connection with one error and closes it.
+// refuseLinger bounds how long a refused connection is kept open so that its client, which
+// writes its request before reading, can still read the refusal instead of a broken pipe.
+const refuseLinger = time.Second
+
+// refuse answers a connection with one error, reads (and discards) a little of what the client
+// sends meanwhile, and closes it.
 func (a *Agent) refuse(conn net.Conn, msg string) {
 	defer conn.Close()
 	_ = conn.SetWriteDeadline(time.Now().Add(a.cfg.WriteTimeout))
-	_ = agentapi.WriteFrame(conn, errorEnvelope(msg))
+	if agentapi.WriteFrame(conn, errorEnvelope(msg)) != nil {
+		return
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(refuseLinger))
+	_, _ = io.CopyN(io.Discard, conn, 64<<10)
 }
 
 func errorEnvelope(msg string) *agentapi.Envelope {

@@ -139,6 +139,17 @@ func (c *collected) summary() string {
 	return strings.Join(out, " ")
 }
 
+// events lists kind:id:source of what was streamed.
+func (c *collected) events() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, e := range c.envs {
+		out = append(out, e.Event.Kind+":"+e.Event.Container.ID+":"+e.Event.Source)
+	}
+	return strings.Join(out, " ")
+}
+
 func (c *collected) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
