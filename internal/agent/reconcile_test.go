@@ -74,7 +74,7 @@ func writeJSON(t testing.TB, path string, v any) {
 func runcStateFile(t testing.TB, root, id string, pid int, start uint64, bundle string) {
 	writeJSON(t, filepath.Join(root, id, "state.json"), map[string]any{
 		"id": id, "init_process_pid": pid, "init_process_start": start, "created": "2026-01-02T03:04:05.123456789Z",
-		"config":      map[string]any{"labels": []string{"bundle=" + bundle}, "rootfs": bundle + "/rootfs"},
+		"config":       map[string]any{"labels": []string{"bundle=" + bundle}, "rootfs": bundle + "/rootfs"},
 		"cgroup_paths": map[string]string{"pids": "/sys/fs/cgroup/pids/" + id}, "rootless": false,
 	})
 }
