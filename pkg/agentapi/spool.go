@@ -37,9 +37,10 @@ func SpoolEvent(dir string, ev *Event) (string, error) {
 		return "", fmt.Errorf("spool: %w", err)
 	}
 	tmp := f.Name()
-	if _, err = f.Write(body); err == nil {
-		err = f.Sync()
-	}
+	// No fsync: it costs milliseconds on every container start while the agent is away, and a
+	// spooled event only matters until the next reboot, which ends every container it describes.
+	// The rename still keeps readers from ever seeing half a file.
+	_, err = f.Write(body)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
