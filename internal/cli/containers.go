@@ -1,0 +1,267 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/karmor/karmor/pkg/agentapi"
+)
+
+func init() { subcommands = append(subcommands, newContainersCommand) }
+
+type containersOptions struct {
+	socket  string
+	output  string
+	watch   bool
+	fromSeq uint64
+	timeout time.Duration
+}
+
+func newContainersCommand() *cobra.Command {
+	o := containersOptions{socket: agentapi.DefaultSocket, output: "table", timeout: 10 * time.Second}
+	cmd := &cobra.Command{
+		Use:   "containers [ID|NAME]",
+		Short: "List the containers karmord knows, or watch their starts and stops",
+		Long: `List the live containers karmord knows (from karmor-hook, its spool and the runtimes' state),
+or one of them by id, unique id prefix or name.
+
+With -w, stream container events instead, one line each (JSON lines with -o json), until
+interrupted. The stream starts with the recent events karmord retains, then follows new ones.
+Each event carries its sequence number; --from-seq N resumes after event N.`,
+		Example: `  karmor containers
+  karmor containers web1 -o json
+  karmor containers -w
+  karmor containers -w -o json --from-seq 1234`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.output != "table" && o.output != "json" {
+				return usagef("-o %q: want table or json", o.output)
+			}
+			if o.watch && len(args) > 0 {
+				return usagef("-w streams every container's events; it takes no container argument")
+			}
+			if !o.watch && cmd.Flags().Changed("from-seq") {
+				return usagef("--from-seq only applies with -w")
+			}
+			if o.watch {
+				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				return watchContainers(ctx, o, cmd.OutOrStdout())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+			defer cancel()
+			if len(args) == 1 {
+				return showContainer(ctx, o, args[0], cmd.OutOrStdout())
+			}
+			return listContainers(ctx, o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.socket, "socket", o.socket, "karmord's socket")
+	f.StringVarP(&o.output, "output", "o", o.output, "output format: table or json")
+	f.BoolVarP(&o.watch, "watch", "w", false, "stream container events until interrupted")
+	f.Uint64Var(&o.fromSeq, "from-seq", 0, "with -w, resume after this event sequence number")
+	f.DurationVar(&o.timeout, "timeout", o.timeout, "how long to wait for karmord's answer (not for -w)")
+	return cmd
+}
+
+// containersAgentError turns a client error into one that tells the user what to do.
+func containersAgentError(socket string, err error) error {
+	var ae *agentapi.AgentError
+	switch {
+	case errors.As(err, &ae):
+		return err
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("karmord not reachable at %s: is karmord running? start it with 'karmord --socket %s' (as root), or point --socket at its socket", socket, socket)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("karmord's socket %s is not accessible to you: run as root, or ask for karmord to be started with --allow-uid %d and a socket you can reach", socket, os.Getuid())
+	}
+	return err
+}
+
+func listContainers(ctx context.Context, o containersOptions, out io.Writer) error {
+	list, err := agentapi.NewClient(o.socket).List(ctx)
+	if err != nil {
+		return containersAgentError(o.socket, err)
+	}
+	if o.output == "json" {
+		views := make([]containerView, len(list))
+		for i := range list {
+			views[i] = containerViewOf(&list[i])
+		}
+		return writeContainerJSON(out, views)
+	}
+	return writeContainerTable(out, list)
+}
+
+func showContainer(ctx context.Context, o containersOptions, key string, out io.Writer) error {
+	c, err := agentapi.NewClient(o.socket).Get(ctx, key)
+	if errors.Is(err, agentapi.ErrNotFound) {
+		return fmt.Errorf("karmord knows no live container with id, id prefix or name %q; 'karmor containers' lists them", key)
+	}
+	if err != nil {
+		return containersAgentError(o.socket, err)
+	}
+	if o.output == "json" {
+		return writeContainerJSON(out, containerViewOf(c))
+	}
+	return writeContainerTable(out, []agentapi.Container{*c})
+}
+
+func watchContainers(ctx context.Context, o containersOptions, out io.Writer) error {
+	cl := agentapi.NewClient(o.socket)
+	err := cl.Watch(ctx, o.fromSeq, func(env *agentapi.Envelope) error {
+		if env.Event == nil {
+			return nil // a stream entry of a kind this karmor does not know
+		}
+		if o.output == "json" {
+			return writeContainerJSONLine(out, containerEventView{Seq: env.Seq, Kind: env.Event.Kind, Stage: env.Event.Stage, Time: env.Event.Time,
+				Source: env.Event.Source, Container: containerViewOf(&env.Event.Container)})
+		}
+		_, err := fmt.Fprintln(out, containerEventLine(env))
+		return err
+	})
+	if ctx.Err() != nil {
+		return nil // interrupted: the normal end of a watch
+	}
+	var ae *agentapi.AgentError
+	if errors.As(err, &ae) {
+		return fmt.Errorf("karmord ended the watch: %s", ae.Msg)
+	}
+	return containersAgentError(o.socket, err)
+}
+
+// containerView is the JSON form of a container. Its first fields are always present, even when
+// empty, so that scripts can rely on them.
+type containerView struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	PID        int               `json:"pid"`
+	Namespaces map[string]uint64 `json:"namespaces"`
+	Pod        string            `json:"pod"`
+	Namespace  string            `json:"namespace"`
+	Labels     map[string]string `json:"labels"`
+	Image      string            `json:"image"`
+	Source     string            `json:"source"`
+
+	ContainerName string            `json:"container_name,omitempty"`
+	PodUID        string            `json:"pod_uid,omitempty"`
+	PIDStart      uint64            `json:"pid_start,omitempty"`
+	CgroupPath    string            `json:"cgroup_path,omitempty"`
+	Created       time.Time         `json:"created,omitzero"`
+	Bundle        string            `json:"bundle,omitempty"`
+	AppArmor      string            `json:"apparmor_profile,omitempty"`
+	Privileged    bool              `json:"privileged,omitempty"`
+	Annotations   map[string]string `json:"annotations,omitempty"`
+}
+
+func containerViewOf(c *agentapi.Container) containerView {
+	v := containerView{ID: c.ID, Name: c.Name, PID: c.PID, Namespaces: c.Namespaces, Pod: c.Pod, Namespace: c.Namespace,
+		Labels: c.Labels, Image: c.Image, Source: c.Source, ContainerName: c.ContainerName, PodUID: c.PodUID, PIDStart: c.PIDStart,
+		CgroupPath: c.CgroupPath, Created: c.Created, Bundle: c.Bundle, AppArmor: c.AppArmor, Privileged: c.Privileged, Annotations: c.Annotations}
+	if v.Namespaces == nil {
+		v.Namespaces = map[string]uint64{}
+	}
+	if v.Labels == nil {
+		v.Labels = map[string]string{}
+	}
+	return v
+}
+
+type containerEventView struct {
+	Seq       uint64        `json:"seq"`
+	Kind      string        `json:"kind"`
+	Stage     string        `json:"stage,omitempty"`
+	Time      time.Time     `json:"time"`
+	Source    string        `json:"source"`
+	Container containerView `json:"container"`
+}
+
+func writeContainerJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func writeContainerJSONLine(out io.Writer, v any) error {
+	return json.NewEncoder(out).Encode(v)
+}
+
+// containerShortID is the first 12 characters of an id, as container tools show them.
+func containerShortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func containerDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// containerPod is "namespace/pod" for Kubernetes containers.
+func containerPod(c *agentapi.Container) string {
+	switch {
+	case c.Pod == "":
+		return "-"
+	case c.Namespace == "":
+		return c.Pod
+	}
+	return c.Namespace + "/" + c.Pod
+}
+
+func writeContainerTable(out io.Writer, list []agentapi.Container) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tPID\tPOD\tIMAGE\tLABELS\tSOURCE\tCREATED")
+	for i := range list {
+		c := &list[i]
+		created := "-"
+		if !c.Created.IsZero() {
+			created = c.Created.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", containerShortID(c.ID), containerDash(c.Name), c.PID, containerPod(c), containerDash(c.Image),
+			containerDash(containerLabelList(c.Labels, 3)), containerDash(c.Source), created)
+	}
+	return tw.Flush()
+}
+
+// containerLabelList shows up to max labels as k=v, sorted, and how many more there are.
+func containerLabelList(labels map[string]string, max int) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for i, k := range keys {
+		if i == max {
+			parts = append(parts, fmt.Sprintf("+%d", len(keys)-max))
+			break
+		}
+		parts = append(parts, k+"="+labels[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// containerEventLine is one watched event in a line: time, kind, id, name, pid, pod, source, seq.
+func containerEventLine(env *agentapi.Envelope) string {
+	ev := env.Event
+	c := &ev.Container
+	return fmt.Sprintf("%s  %-5s  %-12s  %-20s  pid=%-7d  pod=%s  source=%s  seq=%d",
+		ev.Time.UTC().Format(time.RFC3339Nano), ev.Kind, containerShortID(c.ID), containerDash(c.Name), c.PID, containerPod(c), containerDash(ev.Source), env.Seq)
+}
