@@ -229,7 +229,7 @@ func TestExplainListsEveryFailedCondition(t *testing.T) {
 			t.Errorf("reason %d = %q, want it to mention %q", i, v.Reasons[i], w)
 		}
 	}
-	if v.Policy != "KubeArmorPolicy/prod/p" || v.Selects != `namespace "prod", app=web, tier=fe, labels NotIn [env=dev]` {
+	if v.Policy != "KubeArmorPolicy/prod/p" || v.Namespace != "prod" || v.Selects != `namespace "prod", app=web, tier=fe, labels NotIn [env=dev]` {
 		t.Errorf("verdict = %+v", v)
 	}
 }
@@ -321,7 +321,11 @@ func TestMatchKeepsSetOrderAndIgnoresInvalidDocuments(t *testing.T) {
 	if want := []string{"z-first", "a-second", "m-third"}; !slices.Equal(names, want) {
 		t.Errorf("Match order = %v, want %v", names, want)
 	}
-	if got := s.Explain(&c).Applying(); len(got) != 3 || got[0] != "KubeArmorPolicy/default/z-first" {
+	e := s.Explain(&c)
+	if got := e.Applying(); len(got) != 3 || got[0] != "KubeArmorPolicy/default/z-first" || got[1] != "KubeArmorClusterPolicy/a-second" {
 		t.Errorf("Applying = %v", got)
+	}
+	if e.Verdicts[0].Namespace != "default" || e.Verdicts[1].Namespace != "" {
+		t.Errorf("namespaces = %q, %q", e.Verdicts[0].Namespace, e.Verdicts[1].Namespace)
 	}
 }

@@ -11,7 +11,9 @@ import (
 type Policy struct {
 	Kind      string
 	Name      string
-	Namespace string // as written in metadata; empty for cluster-scoped kinds
+	// Namespace is a KubeArmorPolicy's namespace ("default" when its metadata names none);
+	// empty for the cluster-scoped kinds.
+	Namespace string
 	// File and Index locate the document the policy came from (a path, or REF@digest/file).
 	File  string
 	Index int
@@ -27,8 +29,8 @@ type Policy struct {
 // ID names the policy uniquely within its kind: KIND/NAMESPACE/NAME for a KubeArmorPolicy
 // (namespace "default" when unset), KIND/NAME for the cluster-scoped kinds.
 func (p *Policy) ID() string {
-	if p.sel.scope == ScopeNamespace {
-		return p.Kind + "/" + p.sel.namespace + "/" + p.Name
+	if p.Namespace != "" {
+		return p.Kind + "/" + p.Namespace + "/" + p.Name
 	}
 	return p.Kind + "/" + p.Name
 }
@@ -87,14 +89,16 @@ func NewSet(docs []policy.Document) *Set {
 			continue
 		}
 		p := &Policy{
-			Kind:      d.Policy.Kind,
-			Name:      d.Policy.Metadata.Name,
-			Namespace: d.Policy.Metadata.Namespace,
-			File:      d.File,
-			Index:     d.Index,
-			Spec:      d.Policy,
-			sel:       compileSelector(d.Policy),
-			order:     len(s.policies),
+			Kind:  d.Policy.Kind,
+			Name:  d.Policy.Metadata.Name,
+			File:  d.File,
+			Index: d.Index,
+			Spec:  d.Policy,
+			sel:   compileSelector(d.Policy),
+			order: len(s.policies),
+		}
+		if p.sel.scope == ScopeNamespace {
+			p.Namespace = p.sel.namespace
 		}
 		p.Rules = effectiveRules(p.ID(), d.Policy)
 		s.policies = append(s.policies, p)
