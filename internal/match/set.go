@@ -9,8 +9,8 @@ import (
 
 // Policy is one policy of a Set, compiled. Everything in it is read-only.
 type Policy struct {
-	Kind      string
-	Name      string
+	Kind string
+	Name string
 	// Namespace is a KubeArmorPolicy's namespace ("default" when its metadata names none);
 	// empty for the cluster-scoped kinds.
 	Namespace string
