@@ -2,7 +2,7 @@
 # Benchmark `karmor oci push/pull` against the ORAS CLI on the same local registry.
 #
 # Pushes N policy files (default 200) as one artifact and pulls it, RUNS times each
-# (default 9), karmor and oras alternately, each run into a fresh repository or an empty
+# (default 15), karmor and oras alternately, each run into a fresh repository or an empty
 # directory; prints median wall times and the karmor/oras ratio. Then counts the HTTP
 # requests each tool makes for one push and one pull (the registry counts them), and
 # shows that a second karmor pull into a directory that already holds the files
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-200}
-RUNS=${2:-9}
+RUNS=${2:-15}
 export PATH="$(go env GOPATH)/bin:$PATH"
 command -v oras >/dev/null || { echo "oras not found: go install oras.land/oras/cmd/oras@v1.3.6" >&2; exit 2; }
 
@@ -68,20 +68,24 @@ karmor_push() { "$WORK/karmor" oci push -i "$HOST/$1:v1" -f "$SRC" >/dev/null 2>
 oras_push() { (cd "$SRC" && oras push --plain-http "$HOST/$1:v1" --config config.json:application/vnd.cncf.kubearmor.config.v1+json "${ORAS_FILES[@]}" >/dev/null); }
 karmor_pull() { "$WORK/karmor" oci pull -i "$HOST/$1:v1" -o "$2" >/dev/null 2>&1; }
 oras_pull() { oras pull --plain-http "$HOST/$1:v1" -o "$2" >/dev/null; }
-# Both tools pull the artifact karmor pushed and the one oras pushed, alternately.
 time_ms() { local t0; t0=$(now_ms); "$@"; echo $(( $(now_ms) - t0 )); }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 counts() { curl -fsS "http://$CONTROL/counts"; }
 reset() { curl -fsS -X POST "http://$CONTROL/reset"; }
 
-karmor_push bench-ref && oras_push bench-oras  # warm-up; also the artifacts the pulls read
+# Warm-up; both tools then pull bench-ref, the artifact karmor pushed.
+karmor_push bench-ref && oras_push bench-oras
 
 : >"$WORK/kpush"; : >"$WORK/opush"; : >"$WORK/kpull"; : >"$WORK/opull"
+# Alternate which tool goes first, so neither always follows the other's load.
 for r in $(seq "$RUNS"); do
-  time_ms karmor_push "karmor-run-$r" >>"$WORK/kpush"
-  time_ms oras_push "oras-run-$r" >>"$WORK/opush"
-  time_ms karmor_pull bench-ref "$WORK/kpull-$r" >>"$WORK/kpull"
-  time_ms oras_pull bench-ref "$WORK/opull-$r" >>"$WORK/opull"
+  if [ $((r % 2)) = 1 ]; then
+    time_ms karmor_push "karmor-run-$r" >>"$WORK/kpush"; time_ms oras_push "oras-run-$r" >>"$WORK/opush"
+    time_ms karmor_pull bench-ref "$WORK/kpull-$r" >>"$WORK/kpull"; time_ms oras_pull bench-ref "$WORK/opull-$r" >>"$WORK/opull"
+  else
+    time_ms oras_push "oras-run-$r" >>"$WORK/opush"; time_ms karmor_push "karmor-run-$r" >>"$WORK/kpush"
+    time_ms oras_pull bench-ref "$WORK/opull-$r" >>"$WORK/opull"; time_ms karmor_pull bench-ref "$WORK/kpull-$r" >>"$WORK/kpull"
+  fi
 done
 KPUSH=$(median <"$WORK/kpush"); OPUSH=$(median <"$WORK/opush")
 KPULL=$(median <"$WORK/kpull"); OPULL=$(median <"$WORK/opull")

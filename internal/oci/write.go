@@ -6,12 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sync/errgroup"
 )
-
-// stagingWriters is how many staged files are written and synced at once.
-const stagingWriters = 32
 
 // WriteFiles puts files into dir as one change: they are written into a staging
 // directory beside dir (on the same file system) and renamed into place only when all
@@ -50,14 +45,13 @@ func WriteFiles(dir string, files []File) ([]string, error) {
 		return nil, fmt.Errorf("create staging directory beside %s: %w", dir, err)
 	}
 	defer os.RemoveAll(staging)
-	// fsync waits on the disk, not the CPU: many at once let the file system commit
-	// them together, which is several times faster than one after the other.
-	var group errgroup.Group
-	group.SetLimit(stagingWriters)
 	for _, f := range files {
-		group.Go(func() error { return writeSynced(filepath.Join(staging, f.Name), f.Data) })
+		if err := writeNew(filepath.Join(staging, f.Name), f.Data); err != nil {
+			return nil, err
+		}
 	}
-	if err := group.Wait(); err != nil {
+	// On disk before any rename, so a crash never leaves a renamed but empty file.
+	if err := syncStaged(staging, files); err != nil {
 		return nil, err
 	}
 	written := make([]string, len(files))
@@ -150,8 +144,8 @@ func replaceFiles(staging, target string, files []File) error {
 	return nil
 }
 
-// writeSynced creates path with data and flushes it to disk.
-func writeSynced(path string, data []byte) error {
+// writeNew creates path, which must not exist, with data.
+func writeNew(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
@@ -160,11 +154,23 @@ func writeSynced(path string, data []byte) error {
 		f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
 	return f.Close()
+}
+
+// syncEach flushes each staged file to disk.
+func syncEach(staging string, files []File) error {
+	for _, f := range files {
+		file, err := os.Open(filepath.Join(staging, f.Name))
+		if err != nil {
+			return err
+		}
+		err = file.Sync()
+		file.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", f.Name, err)
+		}
+	}
+	return nil
 }
 
 // syncDir flushes a directory's entries, so renames survive a crash.

@@ -15,6 +15,7 @@ const (
 	RouteManifest = "manifest" // /v2/<name>/manifests/<reference>
 	RouteBlob     = "blob"     // /v2/<name>/blobs/<digest>
 	RouteUpload   = "upload"   // /v2/<name>/blobs/uploads/...
+	RouteTags     = "tags"     // /v2/<name>/tags/list
 	RouteToken    = "token"    // the token endpoint of AuthToken
 	RouteOther    = "other"
 )
@@ -110,6 +111,8 @@ func RouteOf(path string) string {
 		return RouteBlob
 	case strings.Contains(path, "/manifests/"):
 		return RouteManifest
+	case strings.HasSuffix(path, "/tags/list"):
+		return RouteTags
 	default:
 		return RouteOther
 	}
