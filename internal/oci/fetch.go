@@ -12,6 +12,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
 )
 
@@ -41,6 +42,9 @@ func (o FetchOptions) withDefaults() FetchOptions {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
+	}
+	if o.MaxTotalSize < o.MaxLayerSize {
+		o.MaxTotalSize = o.MaxLayerSize // a raised layer limit is not undone by the total
 	}
 	return o
 }
@@ -132,6 +136,9 @@ func FetchPolicySet(ctx context.Context, repo *remote.Repository, ref Reference,
 		}
 		group.Go(func() error {
 			data, err := fetchBlob(gctx, repo, layer)
+			if errors.Is(err, errdef.ErrNotFound) {
+				return fmt.Errorf("%s: the registry has no blob for layer %s (%s): the artifact is incomplete: %w", pinned, name, layer.Digest, err)
+			}
 			if err != nil {
 				return fmt.Errorf("%s: layer %s (%s): %w", pinned, name, layer.Digest, registryError(err, ref, "pull"))
 			}
@@ -194,7 +201,7 @@ func checkLayers(ref Reference, layers []ocispec.Descriptor, opts FetchOptions) 
 		}
 		total += layer.Size
 		if total > opts.MaxTotalSize {
-			return fmt.Errorf("%s: policy layers add up to more than the limit of %d bytes", ref, opts.MaxTotalSize)
+			return fmt.Errorf("%s: policy layers add up to more than the limit of %d bytes (raise it with --max-total-size if you trust this artifact)", ref, opts.MaxTotalSize)
 		}
 	}
 	return nil

@@ -70,6 +70,10 @@ func TestPullRefusesMisbehavingRegistries(t *testing.T) {
 			Layers:      []registrytest.Layer{{Title: "a.yaml", Data: a}}}},
 		{name: "truncated body", want: "b.yaml", opts: func(o *registrytest.MisbehavingOptions) { o.TruncateBlobs = true },
 			artifact: registrytest.Artifact{Layers: []registrytest.Layer{{Title: "b.yaml", Data: b}}}},
+		{name: "missing blob", want: "has no blob for layer b.yaml", opts: func(o *registrytest.MisbehavingOptions) { delete(o.Blobs, digest.FromBytes(b)) },
+			artifact: registrytest.Artifact{Layers: []registrytest.Layer{{Title: "a.yaml", Data: a}, {Title: "b.yaml", Data: b}}}},
+		{name: "forbidden", want: "(403 Forbidden)", noBlobGETs: true, opts: func(o *registrytest.MisbehavingOptions) { o.FailFirst, o.FailStatus = 1000, http.StatusForbidden },
+			artifact: registrytest.Artifact{Layers: []registrytest.Layer{{Title: "a.yaml", Data: a}}}},
 		{name: "invalid policy", want: "invalid policies", artifact: registrytest.Artifact{Layers: []registrytest.Layer{
 			{Title: "a.yaml", Data: a}, {Title: "b.yaml", Data: []byte("apiVersion: v1\nkind: Secret\n")}}}},
 		{name: "not JSON", want: "not valid JSON", noBlobGETs: true, opts: func(o *registrytest.MisbehavingOptions) {
@@ -166,11 +170,30 @@ func TestPullRaisedLayerLimit(t *testing.T) {
 	if _, err := Pull(context.Background(), mustRef(t, reg.Reference()), dir, PullOptions{Transport: tr}); err == nil {
 		t.Fatal("default limit let a layer over 4 MiB through")
 	}
-	opts := PullOptions{Transport: tr, Fetch: FetchOptions{MaxLayerSize: 8 << 20}}
+	// The total limit given below the layer limit is raised to it.
+	opts := PullOptions{Transport: tr, Fetch: FetchOptions{MaxLayerSize: 8 << 20, MaxTotalSize: 1}}
 	if _, err := Pull(context.Background(), mustRef(t, reg.Reference()), dir, opts); err != nil {
 		t.Fatalf("raised limit: %v", err)
 	}
 	if got := readFile(t, filepath.Join(dir, "big.yaml")); got != string(big) {
 		t.Error("big.yaml differs")
+	}
+}
+
+func TestPullTotalLimit(t *testing.T) {
+	manifest, blobs := registrytest.Artifact{Layers: []registrytest.Layer{
+		{Title: "a.yaml", Data: validPolicy("a")}, {Title: "b.yaml", Data: validPolicy("b")},
+	}}.Build()
+	reg := registrytest.NewMisbehaving(t, registrytest.MisbehavingOptions{Repository: "p", Tag: "v1", Manifest: manifest, Blobs: blobs})
+	tr := testTransport(t)
+	tr.PlainHTTP = true
+	size := int64(len(validPolicy("a")))
+	opts := PullOptions{Transport: tr, Fetch: FetchOptions{MaxLayerSize: size + 5, MaxTotalSize: size + 10}}
+	_, err := Pull(context.Background(), mustRef(t, reg.Reference()), t.TempDir(), opts)
+	if err == nil || !strings.Contains(err.Error(), "--max-total-size") {
+		t.Fatalf("err = %v, want the total limit", err)
+	}
+	if n := reg.Count("GET", registrytest.RouteBlob); n != 0 {
+		t.Errorf("%d layers fetched before the refusal", n)
 	}
 }

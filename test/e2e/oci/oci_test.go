@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/karmor/karmor/internal/registrytest"
@@ -166,5 +171,44 @@ func TestExitCodesAndUnsafeArtifact(t *testing.T) {
 	code, _, _ = karmor(t, parent, nil, "oci", "pull")
 	if code != 2 {
 		t.Errorf("pull without -i: exit %d, want 2", code)
+	}
+}
+
+// TestHTTPProxy sends the binary's requests to a registry named registry.test, which only
+// the proxy can reach: the push and pull work only through $HTTP_PROXY, and $NO_PROXY
+// turns the proxy off.
+func TestHTTPProxy(t *testing.T) {
+	reg := registrytest.New(t, registrytest.Options{})
+	target, err := url.Parse(reg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var proxied atomic.Int64
+	forward := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxied.Add(1)
+		forward.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+
+	work := t.TempDir()
+	if err := os.WriteFile(filepath.Join(work, "p.yaml"), []byte(mypolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"KARMOR_OCI_TLS_INSECURE=true", "HTTP_PROXY=" + proxy.URL, "NO_PROXY="}
+	image := "registry.test:5000/team/p:v1"
+	if code, _, errOut := karmor(t, work, env, "oci", "push", "-i", image, "-f", "p.yaml"); code != 0 {
+		t.Fatalf("push through the proxy: exit %d\n%s", code, errOut)
+	}
+	if code, _, errOut := karmor(t, work, env, "oci", "pull", "-i", image, "-o", "out"); code != 0 {
+		t.Fatalf("pull through the proxy: exit %d\n%s", code, errOut)
+	}
+	if proxied.Load() == 0 || reg.Total() == 0 {
+		t.Errorf("proxy saw %d requests, registry %d", proxied.Load(), reg.Total())
+	}
+	before := proxied.Load()
+	code, _, _ := karmor(t, work, append(env, "NO_PROXY=registry.test"), "oci", "pull", "-i", image, "-o", "out2", "--timeout", "5s")
+	if code != 1 || proxied.Load() != before {
+		t.Errorf("with NO_PROXY: exit %d, proxy saw %d more requests; want a direct (failing) connection", code, proxied.Load()-before)
 	}
 }
