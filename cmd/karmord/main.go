@@ -48,10 +48,15 @@ func newCommand(logOut io.Writer) *cobra.Command {
 		allowUIDs, allowGIDs []uint
 	)
 	cmd := &cobra.Command{
-		Use:           "karmord",
-		Short:         "karmor's node agent: live containers from hooks, spool and runtime state",
-		Version:       version.String(),
-		Args:          cobra.NoArgs,
+		Use:     "karmord",
+		Short:   "karmor's node agent: live containers from hooks, spool and runtime state",
+		Version: version.String(),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("karmord takes no arguments, only flags (got %q)", args[0])}
+			}
+			return nil
+		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/karmor/karmor/internal/testutil"
+)
+
+// TestExitCodes runs the real binary: flag mistakes exit 2, configuration it cannot serve exits 1,
+// both with a message saying what to change.
+func TestExitCodes(t *testing.T) {
+	bin := testutil.Binary(t, "karmord")
+	dir := t.TempDir()
+	paths := []string{"--socket", filepath.Join(dir, "k.sock"), "--spool-dir", filepath.Join(dir, "spool"), "--state-dir", filepath.Join(dir, "state")}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--log-format", "xml"}, 2, "--log-format"},
+		{[]string{"--log-level", "loud"}, 2, "--log-level"},
+		{[]string{"--no-such-flag"}, 2, "unknown flag"},
+		{[]string{"--allow-uid", "-1"}, 2, "allow-uid"},
+		{[]string{"serve"}, 2, "takes no arguments"},
+		{[]string{"--metrics-addr", "0.0.0.0:9464"}, 1, "--metrics-allow-remote"},
+		{[]string{"--proc-root", "proc"}, 1, "absolute"},
+	} {
+		cmd := exec.Command(bin, append(append([]string{}, paths...), tc.args...)...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != tc.code || !strings.Contains(string(out), tc.want) {
+			t.Errorf("karmord %v: %v, want exit %d with %q:\n%s", tc.args, err, tc.code, tc.want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "k.sock")); !errors.Is(err, os.ErrNotExist) {
+		t.Error("a karmord that refused its configuration left a socket")
+	}
+}
