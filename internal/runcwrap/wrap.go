@@ -174,7 +174,12 @@ func inject(inv Invocation, e Env, cfg Config, cfgErr error) error {
 		return fmt.Errorf("working directory: %w", err)
 	}
 	bundle := inv.BundleDir(cwd)
-	if _, err := install.InjectBundle(bundle, h); err != nil {
+	_, err = install.InjectBundle(bundle, h)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// No config.json: runc refuses the bundle itself and says so in its own words.
+		return nil
+	case err != nil:
 		return fmt.Errorf("bundle %s: %w", bundle, err)
 	}
 	return nil

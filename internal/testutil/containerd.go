@@ -167,6 +167,10 @@ func (c *Containerd) start(opts ContainerdOptions) error {
 	if err := os.WriteFile(filepath.Join(c.Dir, "crictl.yaml"), []byte(crictlCfg), 0o644); err != nil {
 		return err
 	}
+	// containerd leaves its NRI socket behind when it stops; with NRI off, none may be there.
+	if err := os.Remove(c.NRISocket); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	cfgPath := filepath.Join(c.Dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(c.config(opts)), 0o644); err != nil {
 		return err

@@ -1,0 +1,289 @@
+package containerd
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/karmor/karmor/internal/install"
+	"github.com/karmor/karmor/internal/testutil"
+	"github.com/karmor/karmor/pkg/agentapi"
+)
+
+// karmord is a real karmord for one test, and the events it streamed.
+type karmord struct {
+	Dir      string
+	Socket   string
+	SpoolDir string
+	Client   *agentapi.Client
+	LogPath  string
+
+	mu     sync.Mutex
+	events []agentapi.Event
+	cond   chan struct{} // closed and replaced on each new event
+}
+
+// startKarmord starts karmord with its own socket, spool and state, reconciling with no runtime
+// root: every container it knows in these tests comes from karmor-hook.
+func startKarmord(t *testing.T) *karmord {
+	t.Helper()
+	bin := testutil.Binary(t, "karmord")
+	dir, err := os.MkdirTemp("", "kd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &karmord{Dir: dir, Socket: filepath.Join(dir, "karmor.sock"), SpoolDir: filepath.Join(dir, "spool"),
+		LogPath: filepath.Join(dir, "karmord.log"), cond: make(chan struct{})}
+	empty := filepath.Join(dir, "no-runtime")
+	if err := os.MkdirAll(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(k.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--socket", k.Socket, "--spool-dir", k.SpoolDir, "--state-dir", filepath.Join(dir, "state"),
+		"--runtime-root", empty, "--reconcile-interval", "1h", "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-watchDone
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(k.LogPath)
+			t.Logf("karmord log:\n%s", tail(string(b), 30))
+		}
+		os.RemoveAll(dir)
+	})
+	k.Client = agentapi.NewClient(k.Socket)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := k.Client.List(context.Background()); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(watchDone)
+			b, _ := os.ReadFile(k.LogPath)
+			t.Fatalf("karmord did not answer within 20s:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	go func() {
+		defer close(watchDone)
+		_ = k.Client.Watch(ctx, 0, func(env *agentapi.Envelope) error {
+			if env.Event != nil {
+				k.mu.Lock()
+				k.events = append(k.events, *env.Event)
+				close(k.cond)
+				k.cond = make(chan struct{})
+				k.mu.Unlock()
+			}
+			return nil
+		})
+	}()
+	return k
+}
+
+// waitEvent waits for an event of kind for container id (a prefix of the id is enough) that came
+// from karmor-hook, and returns it.
+func (k *karmord) waitEvent(t *testing.T, kind, id string) agentapi.Event {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		k.mu.Lock()
+		for _, ev := range k.events {
+			if ev.Kind == kind && ev.Source == agentapi.SourceHook && id != "" && strings.HasPrefix(ev.Container.ID, id) {
+				k.mu.Unlock()
+				return ev
+			}
+		}
+		wake := k.cond
+		k.mu.Unlock()
+		select {
+		case <-wake:
+		case <-deadline:
+			t.Fatalf("karmord got no %s event from karmor-hook for container %s; events: %s", kind, id, k.describe())
+		}
+	}
+}
+
+// hasEvent reports whether any event was received for container id.
+func (k *karmord) hasEvent(id string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, ev := range k.events {
+		if strings.HasPrefix(ev.Container.ID, id) {
+			return true
+		}
+	}
+	return false
+}
+
+func (k *karmord) describe() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var b strings.Builder
+	for _, ev := range k.events {
+		fmt.Fprintf(&b, "\n  %s %s %.12s pod=%s/%s", ev.Source, ev.Kind, ev.Container.ID, ev.Container.Namespace, ev.Container.Pod)
+	}
+	return b.String()
+}
+
+// hookConfig is how karmor-hook runs in these tests: the test's hook binary and karmord.
+func (k *karmord) hookConfig(t *testing.T) install.HookConfig {
+	h := install.DefaultHookConfig()
+	h.Path = testutil.Binary(t, "karmor-hook")
+	h.Socket = k.Socket
+	h.SpoolDir = k.SpoolDir
+	return h
+}
+
+// nriPlugin is a running karmor-nri process.
+type nriPlugin struct {
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+}
+
+// startNRIPlugin starts karmor-nri against socket with the test's hook configuration.
+func startNRIPlugin(t *testing.T, socket string, h install.HookConfig) *nriPlugin {
+	t.Helper()
+	dir := t.TempDir()
+	p := &nriPlugin{logPath: filepath.Join(dir, "karmor-nri.log"), exited: make(chan struct{})}
+	p.cmd = exec.Command(testutil.Binary(t, "karmor-nri"), "--nri-socket", socket, "--hook-path", h.Path,
+		"--socket", h.Socket, "--spool-dir", h.SpoolDir, "--log-file", p.logPath, "--log-level", "debug")
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			b, _ := os.ReadFile(p.logPath)
+			t.Logf("karmor-nri log:\n%s", tail(string(b), 30))
+		}
+	})
+	return p
+}
+
+func (p *nriPlugin) kill() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// waitConfigured waits until the runtime has configured the plugin n times in all (once per
+// registration), so that a pod started next is seen by it.
+func (p *nriPlugin) waitConfigured(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(p.logPath)
+		if strings.Count(string(b), "karmor-nri configured by the runtime") >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("karmor-nri was not configured %d times within 30s:\n%s", n, tail(string(b), 20))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// runtimeSpec returns the OCI spec containerd generated for a container (crictl inspect).
+func runtimeSpec(t *testing.T, c *testutil.Containerd, id string) (annotations map[string]string, hookPaths []string) {
+	t.Helper()
+	var info struct {
+		Info struct {
+			RuntimeSpec struct {
+				Annotations map[string]string `json:"annotations"`
+				Hooks       struct {
+					CreateRuntime []struct {
+						Path string `json:"path"`
+					} `json:"createRuntime"`
+				} `json:"hooks"`
+			} `json:"runtimeSpec"`
+		} `json:"info"`
+	}
+	out := c.Crictl(t, "inspect", id)
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatalf("crictl inspect: %v\n%s", err, out)
+	}
+	for _, h := range info.Info.RuntimeSpec.Hooks.CreateRuntime {
+		hookPaths = append(hookPaths, h.Path)
+	}
+	return info.Info.RuntimeSpec.Annotations, hookPaths
+}
+
+func tail(s string, n int) string {
+	var lines []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// run runs a command and returns stdout, stderr and the exit code (-1 when it could not start).
+// Output goes through files, not pipes: a container made by `create` keeps its stdio open, and a
+// pipe would make the wait last as long as the container.
+func run(env []string, name string, args ...string) (stdout, stderr string, code int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = env
+	}
+	o, err := os.CreateTemp("", "run-out-")
+	if err != nil {
+		return "", err.Error(), -1
+	}
+	defer os.Remove(o.Name())
+	defer o.Close()
+	e, err := os.CreateTemp("", "run-err-")
+	if err != nil {
+		return "", err.Error(), -1
+	}
+	defer os.Remove(e.Name())
+	defer e.Close()
+	cmd.Stdout, cmd.Stderr = o, e
+	err = cmd.Run()
+	ob, _ := os.ReadFile(o.Name())
+	eb, _ := os.ReadFile(e.Name())
+	stdout, stderr = string(ob), string(eb)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		code = 0
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		code = -1
+		stderr += err.Error()
+	}
+	return stdout, stderr, code
+}
