@@ -2,7 +2,7 @@
 # Benchmark `karmor oci push/pull` against the ORAS CLI on the same local registry.
 #
 # Pushes N policy files (default 200) as one artifact and pulls it, RUNS times each
-# (default 15), karmor and oras alternately, each run into a fresh repository or an empty
+# (default 21), karmor and oras alternately, each run into a fresh repository or an empty
 # directory; prints median wall times and the karmor/oras ratio. Then counts the HTTP
 # requests each tool makes for one push and one pull (the registry counts them), and
 # shows that a second karmor pull into a directory that already holds the files
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-200}
-RUNS=${2:-15}
+RUNS=${2:-21}
 export PATH="$(go env GOPATH)/bin:$PATH"
 command -v oras >/dev/null || { echo "oras not found: go install oras.land/oras/cmd/oras@v1.3.6" >&2; exit 2; }
 
