@@ -117,3 +117,38 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logger.Info("karmor-nri stopped", "containers_adjusted", adjusted, "failed_open", failed)
 	return ExitOK
 }
+
+// CommandLine returns the flags that make karmor-nri run with o (what ParseArgs reads back), for
+// a systemd unit or any other supervisor. Defaults are left out.
+func CommandLine(o Options) []string {
+	def := install.DefaultHookConfig()
+	h := o.Config.Hook
+	var args []string
+	add := func(flag, value, dflt string) {
+		if value != "" && value != dflt {
+			args = append(args, "--"+flag, value)
+		}
+	}
+	add("nri-socket", o.Run.Socket, DefaultSocket)
+	add("plugin-name", o.Run.Name, DefaultPluginName)
+	add("plugin-index", o.Run.Index, DefaultPluginIndex)
+	add("hook-path", h.Path, def.Path)
+	add("socket", h.Socket, def.Socket)
+	add("spool-dir", h.SpoolDir, def.SpoolDir)
+	if h.Timeout != def.Timeout {
+		args = append(args, "--hook-timeout", h.Timeout.String())
+	}
+	add("hook-log-file", h.LogFile, "")
+	if h.FailClosed {
+		args = append(args, "--fail-closed")
+	}
+	for _, ns := range h.AllowNamespaces {
+		args = append(args, "--allow-namespace", ns)
+	}
+	for _, a := range h.AllowAnnotations {
+		args = append(args, "--allow-annotation", a)
+	}
+	add("log-file", o.Config.PluginLogFile, "")
+	add("log-level", o.LogLevel, "info")
+	return args
+}

@@ -82,3 +82,25 @@ func TestMainStopsOnCancel(t *testing.T) {
 		t.Fatal("Main did not stop")
 	}
 }
+
+func TestCommandLineRoundTrip(t *testing.T) {
+	in, err := ParseArgs([]string{"--nri-socket", "/run/x.sock", "--plugin-index", "20", "--hook-path", "/opt/a b/karmor-hook", "--socket", "/run/k.sock",
+		"--hook-timeout", "1.5s", "--fail-closed", "--allow-namespace", "kube-system", "--allow-annotation", "a=b", "--log-file", "/var/log/n.log"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := CommandLine(in)
+	out, err := ParseArgs(args, io.Discard)
+	if err != nil {
+		t.Fatalf("%q: %v", args, err)
+	}
+	if out.Run.Socket != in.Run.Socket || out.Run.Index != in.Run.Index || out.Config.Hook.Path != in.Config.Hook.Path ||
+		out.Config.Hook.Timeout != in.Config.Hook.Timeout || !out.Config.Hook.FailClosed || out.Config.PluginLogFile != in.Config.PluginLogFile ||
+		!slices.Equal(out.Config.Hook.AllowNamespaces, in.Config.Hook.AllowNamespaces) || !slices.Equal(out.Config.Hook.AllowAnnotations, in.Config.Hook.AllowAnnotations) {
+		t.Fatalf("round trip through %q:\n got %+v\nwant %+v", args, out, in)
+	}
+	d, _ := ParseArgs(nil, io.Discard)
+	if args := CommandLine(d); len(args) != 0 {
+		t.Fatalf("defaults need no flags, got %q", args)
+	}
+}
