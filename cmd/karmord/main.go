@@ -1,6 +1,7 @@
 // Command karmord is karmor's node agent: it keeps the table of live containers from karmor-hook's
-// events, the hook's spool and the runtimes' state, and serves it on a unix socket. The flags are
-// all there is here; internal/agent does the work.
+// events, the hook's spool and the runtimes' state, follows policy directories and OCI
+// references, tells which policies apply to each container, and serves all that on a unix
+// socket. The flags are all there is here; internal/agent does the work.
 package main
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"os/signal"
@@ -18,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/karmor/karmor/internal/agent"
+	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/version"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
@@ -46,10 +49,16 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	var (
 		logLevel, logFormat  string
 		allowUIDs, allowGIDs []uint
+		nodeLabels           []string
+		nodeLabelsFile       string
+		passwordFile         string
 	)
 	cmd := &cobra.Command{
-		Use:     "karmord",
-		Short:   "karmor's node agent: live containers from hooks, spool and runtime state",
+		Use:   "karmord",
+		Short: "karmor's node agent: live containers from hooks, spool and runtime state, and the policies that apply to them",
+		Example: `  karmord --policy-dir /etc/karmor/policies
+  karmord --policy-ref registry.example.com/team/policies:prod --policy-interval 1m --node-label zone=eu-1
+  karmord --policy-ref localhost:5000/policies:dev --plain-http --registry-username ci --registry-password-file /run/secrets/registry`,
 		Version: version.String(),
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -70,6 +79,17 @@ func newCommand(logOut io.Writer) *cobra.Command {
 			}
 			if cfg.AllowGIDs, err = ids("--allow-gid", allowGIDs); err != nil {
 				return usageError{err}
+			}
+			if cfg.NodeLabels, err = readNodeLabels(nodeLabelsFile, nodeLabels); err != nil {
+				return usageError{err}
+			}
+			if (cfg.PolicyTransport.Username == "") != (passwordFile == "") {
+				return usageError{errors.New("--registry-username and --registry-password-file go together")}
+			}
+			if passwordFile != "" {
+				if cfg.PolicyTransport.Password, err = agent.ReadSecretFile(passwordFile); err != nil {
+					return err
+				}
 			}
 			a, err := agent.New(cfg)
 			if err != nil {
@@ -94,6 +114,18 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", agent.DefaultReconcileInterval, "how often to reconcile with the runtimes' state and /proc")
 	f.DurationVar(&cfg.SpoolScanInterval, "spool-scan-interval", agent.DefaultSpoolScanInterval, "how often to rescan the spool directory")
 	f.IntVar(&cfg.MaxConns, "max-conns", agent.DefaultMaxConns, "maximum concurrent connections")
+	f.StringArrayVar(&cfg.PolicyDirs, "policy-dir", nil, "directory of KubeArmor policy files to enforce, watched for changes (repeatable)")
+	f.StringArrayVar(&cfg.PolicyRefs, "policy-ref", nil, "OCI reference of a policy artifact to enforce (as pushed by 'karmor oci push'), polled for new versions (repeatable)")
+	f.DurationVar(&cfg.PolicyInterval, "policy-interval", agent.DefaultPolicyInterval, "time between polls of each --policy-ref (varied by ±10%)")
+	f.BoolVar(&cfg.PolicyTransport.PlainHTTP, "plain-http", false, "talk plain HTTP to registries, not HTTPS (also: "+oci.EnvPlainHTTP+"=true)")
+	f.BoolVar(&cfg.PolicyTransport.Insecure, "insecure", false, "use TLS without verifying registries' certificates")
+	f.StringVar(&cfg.PolicyTransport.CAFile, "ca-file", "", "PEM file of a CA to trust for registries' certificates")
+	f.StringVar(&cfg.PolicyTransport.DockerConfig, "registry-config", "", "Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
+	f.StringVar(&cfg.PolicyTransport.Username, "registry-username", "", "registry user name (with --registry-password-file; default: credentials from the Docker config)")
+	f.StringVar(&passwordFile, "registry-password-file", "", "file holding the registry password or token")
+	f.StringVar(&cfg.NodeName, "node-name", "", "node name host policies see as kubearmor.io/hostname (default: the host name)")
+	f.StringArrayVar(&nodeLabels, "node-label", nil, "node label KEY=VALUE for host policies' nodeSelector (repeatable; wins over --node-labels-file)")
+	f.StringVar(&nodeLabelsFile, "node-labels-file", "", "file of node labels: KEY=VALUE lines or a JSON object")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.SetContext(context.Background())
@@ -113,6 +145,24 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// readNodeLabels reads the labels file, if any, then the --node-label flags over it.
+func readNodeLabels(file string, flags []string) (map[string]string, error) {
+	labels := map[string]string{}
+	if file != "" {
+		fromFile, err := agent.ReadNodeLabelsFile(file)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(labels, fromFile)
+	}
+	fromFlags, err := agent.ParseNodeLabels(flags)
+	if err != nil {
+		return nil, fmt.Errorf("--node-label: %w", err)
+	}
+	maps.Copy(labels, fromFlags)
+	return labels, nil
 }
 
 func ids(flag string, in []uint) ([]uint32, error) {

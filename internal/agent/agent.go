@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/karmor/karmor/internal/policysource"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -48,6 +49,9 @@ type Agent struct {
 	seq    *seqStore
 
 	handlers map[string]handler
+
+	// policies follows the policy sources; its Current set is read without any lock.
+	policies *policysource.Manager
 
 	// conns limits and tracks the connections being served.
 	conns     chan struct{}
@@ -87,6 +91,10 @@ func New(cfg Config) (*Agent, error) {
 		ready:      make(chan struct{}),
 	}
 	a.handlers = a.defaultHandlers()
+	if a.policies, err = newPolicyManager(cfg, a.policyChanged); err != nil {
+		return nil, err
+	}
+	a.metrics.registry.MustRegister(newPolicyCollector(a.policies))
 	return a, nil
 }
 
@@ -123,12 +131,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("serving metrics", "addr", mln.Addr().String())
 	}
 
+	// Policies from directories and caches are in force before the first answer; the sources
+	// are followed from here on, until ctx ends.
+	a.policies.Start(ctx)
+
 	// Connections wait in the listen backlog while the table is rebuilt, so that a hook arriving
 	// now is answered from a complete table instead of spooling.
 	applied, quarantined := a.drainSpool()
 	added, removed := a.reconcile()
 	a.log.Info("karmord ready", "socket", a.cfg.Socket, "spool_applied", applied, "spool_quarantined", quarantined,
-		"reconcile_added", added, "reconcile_removed", removed, "containers", a.containerCount())
+		"reconcile_added", added, "reconcile_removed", removed, "containers", a.containerCount(),
+		"policy_sources", len(a.policies.Status()), "policies", a.policies.Current().Match.Len(), "node", a.cfg.NodeName)
 
 	var loops sync.WaitGroup
 	loops.Add(3)
@@ -149,6 +162,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.stream.dropAll("karmord is shutting down")
 	a.mu.Unlock()
 	loops.Wait()
+	a.policies.Wait()
 	a.connsDone.Wait()
 	a.log.Info("karmord stopped")
 	return runErr
@@ -187,6 +201,7 @@ func (a *Agent) apply(ev agentapi.Event) (verdict, uint64) {
 	if ev.Time.IsZero() {
 		ev.Time = began
 	}
+	ev.Container.Policies = nil // karmord's to say, at query time
 	a.mu.Lock()
 	v, gone := a.table.apply(&ev)
 	seq := a.stream.head
@@ -197,14 +212,9 @@ func (a *Agent) apply(ev agentapi.Event) (verdict, uint64) {
 			pub.Container = *gone
 		}
 		pub.Container.Source = ev.Source
-		if err := a.seq.ensure(seq + 1); err != nil {
-			a.metrics.errors.WithLabelValues(errKindSeq).Inc()
-			a.log.Error("sequence numbers may repeat after a restart", "err", err)
-		}
 		env := &agentapi.Envelope{Type: agentapi.TypeEvent, Event: &pub}
-		dropped := a.stream.publish(env)
+		a.publish(env)
 		seq = env.Seq
-		a.metrics.watchDrops.Add(float64(dropped))
 	}
 	live := len(a.table.live)
 	a.mu.Unlock()
@@ -219,6 +229,17 @@ func (a *Agent) apply(ev agentapi.Event) (verdict, uint64) {
 	a.log.Log(context.Background(), level, "event", "kind", ev.Kind, "id", ev.Container.ID, "pid", ev.Container.PID,
 		"stage", ev.Stage, "source", ev.Source, "result", v.String(), "seq", seq)
 	return v, seq
+}
+
+// publish numbers env and hands it to the stream's watchers, reserving sequence numbers across
+// restarts as it goes. The caller holds a.mu.
+func (a *Agent) publish(env *agentapi.Envelope) {
+	if err := a.seq.ensure(a.stream.head + 1); err != nil {
+		a.metrics.errors.WithLabelValues(errKindSeq).Inc()
+		a.log.Error("sequence numbers may repeat after a restart", "err", err)
+	}
+	dropped := a.stream.publish(env)
+	a.metrics.watchDrops.Add(float64(dropped))
 }
 
 // snapshot returns the live containers and the sequence number they reflect.

@@ -3,11 +3,16 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/karmor/karmor/internal/oci"
+	"github.com/karmor/karmor/internal/policysource"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -24,7 +29,12 @@ const (
 	DefaultWatchBuffer       = 1024
 	DefaultTombstoneTTL      = time.Hour
 	DefaultMaxTombstones     = 1 << 16
+	DefaultPolicyInterval    = policysource.DefaultOCIInterval
 )
+
+// policyCacheDir is where, under StateDir, the last good content of each OCI policy source is
+// kept so that a restart without the registry still enforces it.
+const policyCacheDir = "policy-cache"
 
 // DefaultRuntimeRoots are the state roots karmord reconciles with: runc's, containerd's runc
 // namespaces (k8s.io, moby, default, ...) and crun's. Entries may be glob patterns.
@@ -74,6 +84,27 @@ type Config struct {
 	TombstoneTTL  time.Duration
 	MaxTombstones int
 
+	// PolicyDirs are directories of policy files, watched: a change is in force within about
+	// half a second. PolicyRefs are OCI artifact references (a tag is followed, a digest pins),
+	// polled every PolicyInterval (default 30 s, varied by ±10%) with PolicyTransport (TLS,
+	// credentials, as `karmor oci`). Each source's last good policies stay in force when it
+	// fails; an OCI source's are cached under StateDir.
+	PolicyDirs      []string
+	PolicyRefs      []string
+	PolicyInterval  time.Duration
+	PolicyTransport oci.TransportOptions
+
+	// NodeName (default: the host name) and NodeLabels are the node as host policies see it.
+	NodeName   string
+	NodeLabels map[string]string
+
+	// PodLabels, when set, gives the labels of a Kubernetes pod. It fills the labels of
+	// containers that name a pod and namespace but carry no labels (containerd without NRI),
+	// when karmord answers or matches them. It is called outside the table's lock, never on the
+	// hook's path, possibly from several goroutines at once, and must return quickly (from a
+	// cache). ok false means the pod is not known.
+	PodLabels func(namespace, pod string) (labels map[string]string, ok bool)
+
 	// Logger receives the agent's structured logs; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -105,6 +136,12 @@ func (c Config) withDefaults() Config {
 	setDuration(&c.ReadTimeout, DefaultReadTimeout)
 	setDuration(&c.WriteTimeout, DefaultWriteTimeout)
 	setDuration(&c.TombstoneTTL, DefaultTombstoneTTL)
+	setDuration(&c.PolicyInterval, DefaultPolicyInterval)
+	if c.NodeName == "" {
+		// Without a host name host policies can still select by labels; the empty name selects
+		// nothing by kubearmor.io/hostname, which is the safe side.
+		c.NodeName, _ = os.Hostname()
+	}
 	setInt := func(n *int, def int) {
 		if *n == 0 {
 			*n = def
@@ -136,7 +173,7 @@ func (c Config) validate() error {
 		}
 	}
 	for name, d := range map[string]time.Duration{"reconcile interval": c.ReconcileInterval, "spool scan interval": c.SpoolScanInterval,
-		"read timeout": c.ReadTimeout, "write timeout": c.WriteTimeout, "tombstone TTL": c.TombstoneTTL} {
+		"read timeout": c.ReadTimeout, "write timeout": c.WriteTimeout, "tombstone TTL": c.TombstoneTTL, "--policy-interval": c.PolicyInterval} {
 		if d < 0 {
 			return fmt.Errorf("%s %v must be positive", name, d)
 		}
@@ -145,6 +182,9 @@ func (c Config) validate() error {
 		if n < 0 {
 			return fmt.Errorf("%s %d must be positive", name, n)
 		}
+	}
+	if err := checkNodeLabels(c.NodeLabels); err != nil {
+		return err
 	}
 	if c.MetricsAddr != "" && !c.MetricsAllowRemote {
 		if err := checkLoopback(c.MetricsAddr); err != nil {
@@ -168,4 +208,29 @@ func checkLoopback(addr string) error {
 	}
 	return errors.New("--metrics-addr " + addr + " is not a loopback address (127.0.0.1, ::1, localhost): " +
 		"the metrics name containers; pass --metrics-allow-remote to serve them on other interfaces")
+}
+
+// maxSecretFileSize bounds a password file: a registry token is a few KiB at most.
+const maxSecretFileSize = 64 << 10
+
+// ReadSecretFile reads a password or token from a file (--registry-password-file), without its
+// trailing newline.
+func ReadSecretFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("password file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSecretFileSize+1))
+	if err != nil {
+		return "", fmt.Errorf("password file %s: %w", path, err)
+	}
+	if len(data) > maxSecretFileSize {
+		return "", fmt.Errorf("password file %s is larger than %d bytes: is it the right file?", path, maxSecretFileSize)
+	}
+	secret := strings.TrimRight(string(data), "\r\n")
+	if secret == "" {
+		return "", fmt.Errorf("password file %s is empty", path)
+	}
+	return secret, nil
 }

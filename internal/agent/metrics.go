@@ -1,8 +1,12 @@
 package agent
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/karmor/karmor/internal/policysource"
 )
 
 // metrics are karmord's Prometheus series, on a registry of the agent's own so that tests can run
@@ -24,6 +28,7 @@ type metrics struct {
 	requests      *prometheus.CounterVec // type of request
 	watchDrops    prometheus.Counter     // watchers dropped for falling behind
 	applyDuration prometheus.Histogram   // time to apply one event, lock included
+	policyLoads   *prometheus.CounterVec // source, result: loaded, failed
 }
 
 // Error kinds counted in karmord_errors_total.
@@ -77,10 +82,82 @@ func newMetrics() *metrics {
 		Help: "Watchers dropped because they fell behind."})
 	m.applyDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "karmord_apply_duration_seconds",
 		Help: "Time to apply one event to the table, including the wait for its lock.", Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)})
+	m.policyLoads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_policy_loads_total",
+		Help: "Policy source changes: new content put in force (loaded) or a check that failed (failed; a failure repeating unchanged counts once)."},
+		[]string{"source", "result"})
 	for _, c := range []prometheus.Collector{m.events, m.hookLatency, m.spoolReplays, m.reconcile, m.reconcileRuns, m.containers,
-		m.connections, m.openConns, m.watchers, m.errors, m.requests, m.watchDrops, m.applyDuration,
+		m.connections, m.openConns, m.watchers, m.errors, m.requests, m.watchDrops, m.applyDuration, m.policyLoads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		m.registry.MustRegister(c)
 	}
 	return m
+}
+
+// policyCollector reports the policy set in force and each source's state when scraped, read
+// from the Manager (its Current set without a lock, its status under its own short lock). Source
+// names come from karmord's flags, so their number is fixed.
+type policyCollector struct {
+	m *policysource.Manager
+
+	generation, policies, duplicates   *prometheus.Desc
+	failing, sourcePolicies, fromCache *prometheus.Desc
+	lastSuccess, lastError, loadedAt   *prometheus.Desc
+}
+
+func newPolicyCollector(m *policysource.Manager) *policyCollector {
+	source := []string{"source"}
+	return &policyCollector{
+		m:          m,
+		generation: prometheus.NewDesc("karmord_policy_generation", "Generation of the policy set in force (1 is the set loaded at start).", nil, nil),
+		policies:   prometheus.NewDesc("karmord_policies", "Policies in force, every source together.", nil, nil),
+		duplicates: prometheus.NewDesc("karmord_policy_duplicates", "Policies defined more than once in the set in force.", nil, nil),
+		failing: prometheus.NewDesc("karmord_policy_source_failing",
+			"1 when the latest check of the source failed (its last good policies stay in force).", source, nil),
+		sourcePolicies: prometheus.NewDesc("karmord_policy_source_policies", "Policy documents of the source in force.", source, nil),
+		fromCache: prometheus.NewDesc("karmord_policy_source_from_cache",
+			"1 while the source's policies come from the on-disk cache, not yet confirmed by the registry.", source, nil),
+		lastSuccess: prometheus.NewDesc("karmord_policy_source_last_success_timestamp_seconds",
+			"When a check of the source last succeeded (0: never).", source, nil),
+		lastError: prometheus.NewDesc("karmord_policy_source_last_error_timestamp_seconds",
+			"When a check of the source last failed (0: never).", source, nil),
+		loadedAt: prometheus.NewDesc("karmord_policy_source_loaded_timestamp_seconds",
+			"When the source's content in force was put in force (0: never).", source, nil),
+	}
+}
+
+func (c *policyCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.generation, c.policies, c.duplicates, c.failing, c.sourcePolicies, c.fromCache,
+		c.lastSuccess, c.lastError, c.loadedAt} {
+		ch <- d
+	}
+}
+
+func (c *policyCollector) Collect(ch chan<- prometheus.Metric) {
+	set := c.m.Current()
+	ch <- prometheus.MustNewConstMetric(c.generation, prometheus.GaugeValue, float64(set.Generation))
+	ch <- prometheus.MustNewConstMetric(c.policies, prometheus.GaugeValue, float64(set.Match.Len()))
+	ch <- prometheus.MustNewConstMetric(c.duplicates, prometheus.GaugeValue, float64(len(set.Duplicates)))
+	for _, st := range c.m.Status() {
+		ch <- prometheus.MustNewConstMetric(c.failing, prometheus.GaugeValue, boolValue(st.Failing), st.Name)
+		ch <- prometheus.MustNewConstMetric(c.sourcePolicies, prometheus.GaugeValue, float64(st.Policies), st.Name)
+		ch <- prometheus.MustNewConstMetric(c.fromCache, prometheus.GaugeValue, boolValue(st.FromCache), st.Name)
+		ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, unixSeconds(st.LastSuccess), st.Name)
+		ch <- prometheus.MustNewConstMetric(c.lastError, prometheus.GaugeValue, unixSeconds(st.LastErrorAt), st.Name)
+		ch <- prometheus.MustNewConstMetric(c.loadedAt, prometheus.GaugeValue, unixSeconds(st.LoadedAt), st.Name)
+	}
+}
+
+// unixSeconds is t in seconds since the epoch, 0 for the zero time (never).
+func unixSeconds(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -28,13 +28,15 @@ type session struct {
 }
 
 // defaultHandlers is the request dispatch: one handler per envelope type. New request types
-// (policy list and explain, next) are added here.
+// are added here.
 func (a *Agent) defaultHandlers() map[string]handler {
 	return map[string]handler{
-		agentapi.TypeEvent: a.handleEvent,
-		agentapi.TypeList:  a.handleList,
-		agentapi.TypeGet:   a.handleGet,
-		agentapi.TypeWatch: a.handleWatch,
+		agentapi.TypeEvent:      a.handleEvent,
+		agentapi.TypeList:       a.handleList,
+		agentapi.TypeGet:        a.handleGet,
+		agentapi.TypeWatch:      a.handleWatch,
+		agentapi.TypePolicyList: a.handlePolicyList,
+		agentapi.TypeExplain:    a.handleExplain,
 	}
 }
 
@@ -232,11 +234,15 @@ func (a *Agent) handleEvent(_ context.Context, _ *session, req *agentapi.Envelop
 	return &agentapi.Envelope{Type: agentapi.TypeAck, Seq: seq}, nil
 }
 
-// handleList answers every live container, with the sequence number the list reflects: watching
-// from it continues exactly where the list ends.
+// handleList answers every live container with the policies that apply to it, and the sequence
+// number the list reflects: watching from it continues exactly where the list ends.
 func (a *Agent) handleList(context.Context, *session, *agentapi.Envelope) (*agentapi.Envelope, error) {
 	list, seq := a.snapshot()
-	return &agentapi.Envelope{Type: agentapi.TypeContainers, Seq: seq, Containers: list}, nil
+	set := a.policies.Current()
+	for i := range list {
+		a.withPolicies(&list[i], set)
+	}
+	return &agentapi.Envelope{Type: agentapi.TypeContainers, Seq: seq, PolicyGeneration: set.Generation, Containers: list}, nil
 }
 
 // handleGet answers one container by id, name or unique id prefix; none is an empty answer, an
@@ -245,20 +251,37 @@ func (a *Agent) handleGet(_ context.Context, _ *session, req *agentapi.Envelope)
 	if req.ID == "" {
 		return nil, errors.New("get needs a container id, id prefix or name")
 	}
+	c, seq, err := a.find(req.ID)
+	if err != nil {
+		return nil, err
+	}
+	set := a.policies.Current()
+	resp := &agentapi.Envelope{Type: agentapi.TypeContainers, Seq: seq, PolicyGeneration: set.Generation}
+	if c != nil {
+		a.withPolicies(c, set)
+		resp.Containers = []agentapi.Container{*c}
+	}
+	return resp, nil
+}
+
+// find returns a copy of the container with id, name or unique id prefix key (nil when there is
+// none) and the sequence number the table is at; an ambiguous key is an error naming the
+// candidates.
+func (a *Agent) find(key string) (*agentapi.Container, uint64, error) {
 	a.mu.Lock()
-	c, res, candidates := a.table.lookup(req.ID)
+	c, res, candidates := a.table.lookup(key)
 	seq := a.stream.head
 	a.mu.Unlock()
 	switch res {
 	case lookupFound:
-		return &agentapi.Envelope{Type: agentapi.TypeContainers, Seq: seq, Containers: []agentapi.Container{c}}, nil
+		return &c, seq, nil
 	case lookupAmbiguous:
 		if len(candidates) > 10 {
 			candidates = append(candidates[:10], "...")
 		}
-		return nil, fmt.Errorf("%q matches several containers (%s): give more of the id", truncate(req.ID, 64), strings.Join(candidates, ", "))
+		return nil, seq, fmt.Errorf("%q matches several containers (%s): give more of the id", truncate(key, 64), strings.Join(candidates, ", "))
 	}
-	return &agentapi.Envelope{Type: agentapi.TypeContainers, Seq: seq}, nil
+	return nil, seq, nil
 }
 
 // handleWatch takes the connection over and streams events: first the retained ones after
@@ -295,7 +318,7 @@ func (a *Agent) handleWatch(ctx context.Context, s *session, req *agentapi.Envel
 	}()
 
 	for _, env := range backlog {
-		if !a.write(s, env) {
+		if !a.write(s, a.forWatcher(env)) {
 			unsubscribe()
 			return nil, nil
 		}
@@ -307,7 +330,7 @@ func (a *Agent) handleWatch(ctx context.Context, s *session, req *agentapi.Envel
 				a.write(s, errorEnvelope(w.reason))
 				return nil, nil
 			}
-			if !a.write(s, env) {
+			if !a.write(s, a.forWatcher(env)) {
 				unsubscribe()
 				return nil, nil
 			}

@@ -83,6 +83,26 @@ func (c *Client) Report(ctx context.Context, ev *Event) (uint64, error) {
 
 // List returns every live container the agent knows.
 func (c *Client) List(ctx context.Context) ([]Container, error) {
+	l, err := c.ListSnapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return l.Containers, nil
+}
+
+// ContainerList is the agent's answer to a list: the live containers, the sequence number of
+// the latest event they reflect, and the policy set their Policies come from.
+type ContainerList struct {
+	Containers []Container
+	// Seq is the latest event the list reflects: Watch from it continues exactly where the
+	// list ends, without a gap or a repeat.
+	Seq uint64
+	// PolicyGeneration is the generation of the policy set the containers were matched with.
+	PolicyGeneration uint64
+}
+
+// ListSnapshot returns every live container with the sequence number the list reflects.
+func (c *Client) ListSnapshot(ctx context.Context) (*ContainerList, error) {
 	resp, err := c.roundTrip(ctx, &Envelope{Type: TypeList})
 	if err != nil {
 		return nil, err
@@ -90,7 +110,41 @@ func (c *Client) List(ctx context.Context) ([]Container, error) {
 	if resp.Type != TypeContainers {
 		return nil, fmt.Errorf("karmord answered %q to list, want %q", resp.Type, TypeContainers)
 	}
-	return resp.Containers, nil
+	return &ContainerList{Containers: resp.Containers, Seq: resp.Seq, PolicyGeneration: resp.PolicyGeneration}, nil
+}
+
+// Policies returns the policy set in force, its sources and their state.
+func (c *Client) Policies(ctx context.Context) (*PolicyState, error) {
+	resp, err := c.roundTrip(ctx, &Envelope{Type: TypePolicyList})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Type != TypePolicyState || resp.PolicyState == nil {
+		return nil, fmt.Errorf("karmord answered %q to %s, want %q", resp.Type, TypePolicyList, TypePolicyState)
+	}
+	return resp.PolicyState, nil
+}
+
+// Explain returns every policy's verdict on one container, named by id, unique id prefix or
+// name. A container the agent does not know is an *AgentError saying so.
+func (c *Client) Explain(ctx context.Context, id string) (*Explanation, error) {
+	return c.explain(ctx, &Envelope{Type: TypeExplain, ID: id})
+}
+
+// ExplainNode returns every policy's verdict on the node karmord runs on.
+func (c *Client) ExplainNode(ctx context.Context) (*Explanation, error) {
+	return c.explain(ctx, &Envelope{Type: TypeExplain, Node: true})
+}
+
+func (c *Client) explain(ctx context.Context, req *Envelope) (*Explanation, error) {
+	resp, err := c.roundTrip(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Type != TypeExplanation || resp.Explanation == nil {
+		return nil, fmt.Errorf("karmord answered %q to %s, want %q", resp.Type, TypeExplain, TypeExplanation)
+	}
+	return resp.Explanation, nil
 }
 
 // ErrNotFound is returned by Get when the agent knows no such container.
@@ -112,12 +166,14 @@ func (c *Client) Get(ctx context.Context, id string) (*Container, error) {
 }
 
 // Watch streams events with a sequence number above fromSeq to fn until ctx ends, fn returns an
-// error, or the agent closes the stream. Each envelope passed to fn has Type TypeEvent and its Seq.
+// error, or the agent closes the stream. Each envelope passed to fn has its Seq and is either
+// TypeEvent (Event set: a container started or stopped) or TypePolicyChange (PolicyChange set);
+// skip types you do not know, later agents may stream more. Connecting is bounded by c.Timeout
+// (when ctx has no deadline); the stream itself runs until ctx ends.
 func (c *Client) Watch(ctx context.Context, fromSeq uint64, fn func(*Envelope) error) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	conn, err := c.dial(ctx)
 	if err != nil {
-		return fmt.Errorf("karmord not reachable at %s: %w", c.Socket, err)
+		return err
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })

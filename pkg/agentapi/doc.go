@@ -1,5 +1,6 @@
 // Package agentapi is the protocol between karmord and its clients: karmor-hook, which reports
-// container starts and stops, and the karmor CLI, which lists and watches containers.
+// container starts and stops, and the karmor CLI, which lists and watches containers and asks
+// which policies apply to them.
 //
 // It imports only the standard library, because karmor-hook links it and runs on every container
 // start.
@@ -15,7 +16,12 @@
 //   - Report: the hook sends {type: "event"} and waits for {type: "ack", seq} or {type: "error"}.
 //   - List / Get: the client sends {type: "list"} or {type: "get", id} and receives one
 //     {type: "containers"} envelope.
-//   - Watch: the client sends {type: "watch", from_seq}; the agent streams {type: "event"} envelopes,
-//     each with its sequence number, first the retained ones after from_seq, then new ones, until
-//     the client closes the connection.
+//   - Watch: the client sends {type: "watch", from_seq}; the agent streams {type: "event"} and
+//     {type: "policy_change"} envelopes, each with its sequence number, first the retained ones
+//     after from_seq, then new ones, until the client closes the connection. A list answer's seq
+//     is the latest event it reflects, so watching from it joins the list without a gap.
+//   - Policies: the client sends {type: "policy_list"} and receives {type: "policy_state"}; it
+//     sends {type: "explain", id} (or {type: "explain", node: true}) and receives
+//     {type: "explanation"}. A list or get answer carries each container's matching policies
+//     and the generation of the policy set they come from (policy_generation).
 package agentapi

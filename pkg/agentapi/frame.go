@@ -70,9 +70,14 @@ func DecodeEnvelope(body []byte) (*Envelope, error) {
 	if env.Type == "" {
 		return nil, errors.New("agentapi: message has no type")
 	}
-	if env.Type == TypeEvent {
+	switch env.Type {
+	case TypeEvent:
 		if err := env.Event.Check(); err != nil {
 			return nil, err
+		}
+	case TypePolicyChange:
+		if env.PolicyChange == nil {
+			return nil, errors.New("agentapi: policy change message without a policy change")
 		}
 	}
 	return env, nil

@@ -20,6 +20,12 @@ const (
 	TypeGet        = "get"        // client -> agent: one container by ID (or unique ID prefix, or name)
 	TypeWatch      = "watch"      // client -> agent: stream events after FromSeq
 	TypeContainers = "containers" // agent -> client: the answer to list and get
+
+	TypePolicyList   = "policy_list"   // client -> agent: the policy set in force and its sources
+	TypePolicyState  = "policy_state"  // agent -> client: the answer to policy_list (PolicyState)
+	TypeExplain      = "explain"       // client -> agent: policies' verdicts on container ID, or on the node (Node)
+	TypeExplanation  = "explanation"   // agent -> client: the answer to explain (Explanation)
+	TypePolicyChange = "policy_change" // agent -> watcher: a policy source changed or failed (PolicyChange)
 )
 
 // Event kinds.
@@ -45,6 +51,15 @@ type Envelope struct {
 	Error      string      `json:"error,omitempty"`
 	Event      *Event      `json:"event,omitempty"`
 	Containers []Container `json:"containers,omitempty"`
+
+	// Node asks explain about the node rather than a container.
+	Node bool `json:"node,omitempty"`
+	// PolicyGeneration is the generation of the policy set that the containers' Policies of a
+	// list or get answer come from.
+	PolicyGeneration uint64        `json:"policy_generation,omitempty"`
+	PolicyState      *PolicyState  `json:"policy_state,omitempty"`
+	Explanation      *Explanation  `json:"explanation,omitempty"`
+	PolicyChange     *PolicyChange `json:"policy_change,omitempty"`
 }
 
 // Event is one container lifecycle change.
@@ -84,4 +99,7 @@ type Container struct {
 	Annotations   map[string]string `json:"annotations,omitempty"`
 	// Source is where the agent learned of the container: hook, spool or reconcile.
 	Source string `json:"source,omitempty"`
+	// Policies are the IDs of the policies that apply to the container, filled by the agent
+	// when it answers (never taken from a hook).
+	Policies []string `json:"policies,omitempty"`
 }
