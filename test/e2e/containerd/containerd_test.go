@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/karmor/karmor/internal/nri"
@@ -125,6 +126,38 @@ func TestContainerd(t *testing.T) {
 		k.waitEvent(t, agentapi.KindStart, pod.ID)
 		c.Crictl(t, "stop", pod.ContainerID)
 		k.waitEvent(t, agentapi.KindStop, pod.ContainerID)
+		c.RemovePod(t, pod.ID)
+	})
+
+	t.Run("pre-registered: containerd starts karmor-nri itself", func(t *testing.T) {
+		dir := t.TempDir()
+		pluginDir, confDir := filepath.Join(dir, "plugins"), filepath.Join(dir, "conf.d")
+		res, err := nri.Install(nri.InstallOptions{Hook: hook, HookBinary: hook.Path, NRIBinary: testutil.Binary(t, "karmor-nri"),
+			Start: nri.StartPreregistered, PluginDir: pluginDir, PluginConfigDir: confDir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The plugin gets no command line and its output is discarded: its log goes where its
+		// configuration says.
+		conf := filepath.Join(confDir, "10-karmor.conf")
+		logPath := filepath.Join(dir, "karmor-nri.log")
+		body, err := nri.FormatConfig(nri.Config{Hook: hook, PluginLogFile: logPath})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(conf, body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.Restart(t, testutil.ContainerdOptions{NRIPluginDir: pluginDir, NRIPluginConfigDir: confDir})
+		pod := c.StartPod(t, testutil.PodSpec{Name: "web-6", Labels: map[string]string{"app": "web"}})
+		if ev := k.waitEvent(t, agentapi.KindStart, pod.ContainerID); ev.Container.Labels["app"] != "web" {
+			t.Fatalf("through the pre-registered plugin: %+v", ev.Container)
+		}
+		b, _ := os.ReadFile(logPath)
+		// "(10-karmor)" is the executable's name: the copy containerd started from its plugin dir.
+		if !strings.Contains(string(b), "karmor-nri configured by the runtime") || !strings.Contains(string(b), "(10-karmor)") {
+			t.Fatalf("the plugin's log (%v) does not show it at work:\n%s", res.Written, b)
+		}
 		c.RemovePod(t, pod.ID)
 	})
 }

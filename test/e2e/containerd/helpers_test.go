@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,69 +21,22 @@ import (
 
 // karmord is a real karmord for one test, and the events it streamed.
 type karmord struct {
-	Dir      string
-	Socket   string
-	SpoolDir string
-	Client   *agentapi.Client
-	LogPath  string
+	*testutil.Karmord
+	Client *agentapi.Client
 
 	mu     sync.Mutex
 	events []agentapi.Event
 	cond   chan struct{} // closed and replaced on each new event
 }
 
-// startKarmord starts karmord with its own socket, spool and state, reconciling with no runtime
-// root: every container it knows in these tests comes from karmor-hook.
+// startKarmord starts karmord (see testutil.StartKarmord) and follows its event stream.
 func startKarmord(t *testing.T) *karmord {
 	t.Helper()
-	bin := testutil.Binary(t, "karmord")
-	dir, err := os.MkdirTemp("", "kd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &karmord{Dir: dir, Socket: filepath.Join(dir, "karmor.sock"), SpoolDir: filepath.Join(dir, "spool"),
-		LogPath: filepath.Join(dir, "karmord.log"), cond: make(chan struct{})}
-	empty := filepath.Join(dir, "no-runtime")
-	if err := os.MkdirAll(empty, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(k.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--socket", k.Socket, "--spool-dir", k.SpoolDir, "--state-dir", filepath.Join(dir, "state"),
-		"--runtime-root", empty, "--reconcile-interval", "1h", "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	k := &karmord{Karmord: testutil.StartKarmord(t), cond: make(chan struct{})}
+	k.Client = agentapi.NewClient(k.Socket)
 	ctx, cancel := context.WithCancel(context.Background())
 	watchDone := make(chan struct{})
-	t.Cleanup(func() {
-		cancel()
-		<-watchDone
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(k.LogPath)
-			t.Logf("karmord log:\n%s", tail(string(b), 30))
-		}
-		os.RemoveAll(dir)
-	})
-	k.Client = agentapi.NewClient(k.Socket)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := k.Client.List(context.Background()); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			close(watchDone)
-			b, _ := os.ReadFile(k.LogPath)
-			t.Fatalf("karmord did not answer within 20s:\n%s", b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	t.Cleanup(func() { cancel(); <-watchDone }) // runs before karmord stops
 	go func() {
 		defer close(watchDone)
 		_ = k.Client.Watch(ctx, 0, func(env *agentapi.Envelope) error {

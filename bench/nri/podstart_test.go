@@ -1,0 +1,176 @@
+// Package nri measures what karmor adds to container starts under containerd: a pod's start time
+// (crictl runp + create + start) without karmor, with karmor-nri, and with karmor-runc as runc,
+// all against one containerd v2 and a real karmord; and what karmor-runc adds to runc commands.
+//
+// Run it with bench/nri/run.sh (as root). Each benchmark reports the median of its iterations,
+// so -benchtime=21x means a median over 21 pods.
+package nri
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/karmor/karmor/internal/install"
+	"github.com/karmor/karmor/internal/runcwrap"
+	"github.com/karmor/karmor/internal/testutil"
+)
+
+// samples collects one duration per iteration and reports their median and 90th percentile.
+type samples []time.Duration
+
+func (s samples) report(b *testing.B) {
+	if len(s) == 0 {
+		return
+	}
+	sorted := slices.Clone(s)
+	slices.Sort(sorted)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(sorted[len(sorted)/2]), "ms-median")
+	b.ReportMetric(ms(sorted[len(sorted)*9/10]), "ms-p90")
+}
+
+func hookConfig(b *testing.B, k *testutil.Karmord) install.HookConfig {
+	h := install.DefaultHookConfig()
+	h.Path = testutil.Binary(b, "karmor-hook")
+	h.Socket, h.SpoolDir = k.Socket, k.SpoolDir
+	return h
+}
+
+// BenchmarkPodStart starts pods one after the other in three set-ups, side by side in one run.
+func BenchmarkPodStart(b *testing.B) {
+	testutil.RequireContainerd(b)
+	k := testutil.StartKarmord(b)
+	hook := hookConfig(b, k)
+	c := testutil.StartContainerd(b, testutil.ContainerdOptions{})
+
+	runcCfg := filepath.Join(c.Dir, "karmor-runc.json")
+	cfg, _ := json.Marshal(runcwrap.ConfigFromHook(hook, testutil.RequireCommand(b, "runc", "apt-get install runc")))
+	if err := os.WriteFile(runcCfg, cfg, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	var plugin *exec.Cmd
+	stopPlugin := func() {
+		if plugin != nil {
+			_ = plugin.Process.Kill()
+			_ = plugin.Wait()
+			plugin = nil
+		}
+	}
+	b.Cleanup(stopPlugin)
+
+	modes := []struct {
+		name  string
+		setUp func(b *testing.B)
+	}{
+		{"without-karmor", func(b *testing.B) { c.Restart(b, testutil.ContainerdOptions{}) }},
+		{"karmor-nri", func(b *testing.B) {
+			c.Restart(b, testutil.ContainerdOptions{})
+			logPath := filepath.Join(c.Dir, "karmor-nri.log")
+			plugin = exec.Command(testutil.Binary(b, "karmor-nri"), "--nri-socket", c.NRISocket, "--hook-path", hook.Path,
+				"--socket", hook.Socket, "--spool-dir", hook.SpoolDir, "--log-file", logPath)
+			if err := plugin.Start(); err != nil {
+				b.Fatal(err)
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				if lb, _ := os.ReadFile(logPath); strings.Contains(string(lb), "configured by the runtime") {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatal("karmor-nri did not register")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}},
+		{"karmor-runc", func(b *testing.B) {
+			stopPlugin()
+			c.Restart(b, testutil.ContainerdOptions{DisableNRI: true, RuncBinary: testutil.Binary(b, "karmor-runc"),
+				Env: []string{runcwrap.EnvConfig + "=" + runcCfg}})
+		}},
+	}
+	pod := 0
+	for _, m := range modes {
+		ready := false
+		b.Run(m.name, func(b *testing.B) {
+			if !ready {
+				m.setUp(b)
+				ready = true
+			}
+			var s samples
+			for range b.N {
+				pod++
+				spec := testutil.PodSpec{Name: fmt.Sprintf("bench-%d", pod), Labels: map[string]string{"app": "bench"}}
+				start := time.Now()
+				p, err := c.StartPodErr(spec)
+				s = append(s, time.Since(start))
+				if err != nil {
+					b.Fatalf("pod %s: %v", spec.Name, err)
+				}
+				c.RemovePod(b, p.ID)
+			}
+			s.report(b)
+		})
+	}
+}
+
+// BenchmarkRuncCommand runs the same runc commands directly and through karmor-runc: `state` (a
+// pass-through, which must cost no more than the wrapper's exec) and `create` + `delete` (which
+// pays for the injection).
+func BenchmarkRuncCommand(b *testing.B) {
+	testutil.RequireRoot(b)
+	runc := testutil.RequireCommand(b, "runc", "apt-get install runc")
+	k := testutil.StartKarmord(b)
+	wrapper := testutil.Binary(b, "karmor-runc")
+	root := b.TempDir()
+	cfgPath := filepath.Join(b.TempDir(), "karmor-runc.json")
+	cfg, _ := json.Marshal(runcwrap.ConfigFromHook(hookConfig(b, k), runc))
+	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	env := append(os.Environ(), runcwrap.EnvConfig+"="+cfgPath)
+	bundle := testutil.Bundle(b, []string{"sleep", "1000"}, nil)
+	do := func(b *testing.B, bin string, args ...string) time.Duration {
+		cmd := exec.Command(bin, append([]string{"--root", root}, args...)...)
+		cmd.Env = env
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		d := time.Since(start)
+		if err != nil {
+			b.Fatalf("%s %q: %v\n%s", bin, args, err, out)
+		}
+		return d
+	}
+	if _, err := exec.Command(runc, "--root", root, "create", "--bundle", bundle, "bench-state").CombinedOutput(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = exec.Command(runc, "--root", root, "delete", "-f", "bench-state").Run() })
+
+	for _, bin := range []struct{ name, path string }{{"runc", runc}, {"karmor-runc", wrapper}} {
+		b.Run("state/"+bin.name, func(b *testing.B) {
+			var s samples
+			for range b.N {
+				s = append(s, do(b, bin.path, "state", "bench-state"))
+			}
+			s.report(b)
+		})
+	}
+	for _, bin := range []struct{ name, path string }{{"runc", runc}, {"karmor-runc", wrapper}} {
+		b.Run("create+delete/"+bin.name, func(b *testing.B) {
+			var s samples
+			for i := range b.N {
+				// A fresh bundle each time, so the wrapper's injection is paid on every create.
+				fresh := testutil.Bundle(b, []string{"sleep", "1000"}, nil)
+				id := fmt.Sprintf("bench-%s-%d", bin.name, i)
+				s = append(s, do(b, bin.path, "create", "--bundle", fresh, id)+do(b, bin.path, "delete", "-f", id))
+			}
+			s.report(b)
+		})
+	}
+}
