@@ -33,13 +33,16 @@ func newContainersCommand() *cobra.Command {
 	o := containersOptions{socket: agentapi.DefaultSocket, output: "table", timeout: 10 * time.Second}
 	cmd := &cobra.Command{
 		Use:   "containers [ID|NAME]",
-		Short: "List the containers karmord knows, or watch their starts and stops",
+		Short: "List the containers karmord knows and the policies that apply to them, or watch them",
 		Long: `List the live containers karmord knows (from karmor-hook, its spool and the runtimes' state),
-or one of them by id, unique id prefix or name.
+or one of them by id, unique id prefix or name, with the policies of karmord's policy set that
+apply to each (POLICIES; "policies" in JSON). 'karmor policy explain CONTAINER' says why.
 
-With -w, stream container events instead, one line each (JSON lines with -o json), until
-interrupted. The stream starts with the recent events karmord retains, then follows new ones.
-Each event carries its sequence number; --from-seq N resumes after event N.`,
+With -w, watch instead, one line each (JSON lines with -o json), until interrupted: first the
+live containers ("listed"), then every start and stop after them, without a gap or a repeat,
+and every change of karmord's policy sources ("policy", or "policy-error" when a source
+failed and its last good policies stay in force). Each line carries its sequence number;
+--from-seq N resumes after event N instead of listing (0: the recent events karmord retains).`,
 		Example: `  karmor containers
   karmor containers web1 -o json
   karmor containers -w
@@ -58,7 +61,7 @@ Each event carries its sequence number; --from-seq N resumes after event N.`,
 			if o.watch {
 				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
-				return watchContainers(ctx, o, cmd.OutOrStdout())
+				return watchContainers(ctx, o, !cmd.Flags().Changed("from-seq"), cmd.OutOrStdout())
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 			defer cancel()
@@ -72,7 +75,7 @@ Each event carries its sequence number; --from-seq N resumes after event N.`,
 	f.StringVar(&o.socket, "socket", o.socket, "karmord's socket")
 	f.StringVarP(&o.output, "output", "o", o.output, "output format: table or json")
 	f.BoolVarP(&o.watch, "watch", "w", false, "stream container events until interrupted")
-	f.Uint64Var(&o.fromSeq, "from-seq", 0, "with -w, resume after this event sequence number")
+	f.Uint64Var(&o.fromSeq, "from-seq", 0, "with -w, resume after this event sequence number instead of listing first (0: from the retained events)")
 	f.DurationVar(&o.timeout, "timeout", o.timeout, "how long to wait for karmord's answer (not for -w)")
 	return cmd
 }
@@ -120,19 +123,28 @@ func showContainer(ctx context.Context, o containersOptions, key string, out io.
 	return writeContainerTable(out, []agentapi.Container{*c})
 }
 
-func watchContainers(ctx context.Context, o containersOptions, out io.Writer) error {
+// watchContainers streams events. With list, it first prints the live containers and then
+// watches from the sequence number the list reflects, so that nothing is missed or repeated.
+func watchContainers(ctx context.Context, o containersOptions, list bool, out io.Writer) error {
 	cl := agentapi.NewClient(o.socket)
-	err := cl.Watch(ctx, o.fromSeq, func(env *agentapi.Envelope) error {
-		if env.Event == nil {
-			return nil // a stream entry of a kind this karmor does not know
+	from := o.fromSeq
+	if list {
+		listCtx, cancel := context.WithTimeout(ctx, o.timeout)
+		snap, err := cl.ListSnapshot(listCtx)
+		cancel()
+		if err != nil {
+			return containersAgentError(o.socket, err)
 		}
-		if o.output == "json" {
-			return writeContainerJSONLine(out, containerEventView{Seq: env.Seq, Kind: env.Event.Kind, Stage: env.Event.Stage, Time: env.Event.Time,
-				Source: env.Event.Source, Container: containerViewOf(&env.Event.Container)})
+		now := time.Now()
+		for i := range snap.Containers {
+			if err := writeWatched(out, o.output, &agentapi.Envelope{Type: agentapi.TypeEvent, Seq: snap.Seq,
+				Event: &agentapi.Event{Kind: containerListed, Time: now, Source: snap.Containers[i].Source, Container: snap.Containers[i]}}); err != nil {
+				return err
+			}
 		}
-		_, err := fmt.Fprintln(out, containerEventLine(env))
-		return err
-	})
+		from = snap.Seq
+	}
+	err := cl.Watch(ctx, from, func(env *agentapi.Envelope) error { return writeWatched(out, o.output, env) })
 	if ctx.Err() != nil {
 		return nil // interrupted: the normal end of a watch
 	}
@@ -141,6 +153,41 @@ func watchContainers(ctx context.Context, o containersOptions, out io.Writer) er
 		return fmt.Errorf("karmord ended the watch: %s", ae.Msg)
 	}
 	return containersAgentError(o.socket, err)
+}
+
+// containerListed is the kind of the watch lines that show the containers live when the watch
+// began.
+const containerListed = "listed"
+
+// Kinds of the watch lines about policy sources.
+const (
+	containerPolicyChanged = "policy"
+	containerPolicyFailed  = "policy-error"
+)
+
+// writeWatched prints one stream entry; entries of kinds this karmor does not know are skipped.
+func writeWatched(out io.Writer, format string, env *agentapi.Envelope) error {
+	switch {
+	case env.Event != nil:
+		if format == "json" {
+			return writeContainerJSONLine(out, containerEventView{Seq: env.Seq, Kind: env.Event.Kind, Stage: env.Event.Stage, Time: env.Event.Time,
+				Source: env.Event.Source, Container: containerViewOf(&env.Event.Container)})
+		}
+		_, err := fmt.Fprintln(out, containerEventLine(env))
+		return err
+	case env.PolicyChange != nil:
+		pc := env.PolicyChange
+		kind := containerPolicyChanged
+		if pc.Error != "" {
+			kind = containerPolicyFailed
+		}
+		if format == "json" {
+			return writeContainerJSONLine(out, policyChangeView{Seq: env.Seq, Kind: kind, Time: pc.Time, PolicyChange: pc})
+		}
+		_, err := fmt.Fprintln(out, policyChangeLine(env.Seq, kind, pc))
+		return err
+	}
+	return nil
 }
 
 // containerView is the JSON form of a container. Its first fields are always present, even when
@@ -155,6 +202,8 @@ type containerView struct {
 	Labels     map[string]string `json:"labels"`
 	Image      string            `json:"image"`
 	Source     string            `json:"source"`
+	// Policies are the IDs of the policies of karmord's set in force that apply.
+	Policies []string `json:"policies"`
 
 	ContainerName string            `json:"container_name,omitempty"`
 	PodUID        string            `json:"pod_uid,omitempty"`
@@ -177,7 +226,19 @@ func containerViewOf(c *agentapi.Container) containerView {
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
 	}
+	v.Policies = c.Policies
+	if v.Policies == nil {
+		v.Policies = []string{}
+	}
 	return v
+}
+
+// policyChangeView is the JSON line of a policy source's change in a watch.
+type policyChangeView struct {
+	Seq          uint64                 `json:"seq"`
+	Kind         string                 `json:"kind"`
+	Time         time.Time              `json:"time"`
+	PolicyChange *agentapi.PolicyChange `json:"policy_change"`
 }
 
 type containerEventView struct {
@@ -227,15 +288,15 @@ func containerPod(c *agentapi.Container) string {
 
 func writeContainerTable(out io.Writer, list []agentapi.Container) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tPID\tPOD\tIMAGE\tLABELS\tSOURCE\tCREATED")
+	fmt.Fprintln(tw, "ID\tNAME\tPID\tPOD\tIMAGE\tLABELS\tPOLICIES\tSOURCE\tCREATED")
 	for i := range list {
 		c := &list[i]
 		created := "-"
 		if !c.Created.IsZero() {
 			created = c.Created.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", containerShortID(c.ID), containerDash(c.Name), c.PID, containerPod(c), containerDash(c.Image),
-			containerDash(containerLabelList(c.Labels, 3)), containerDash(c.Source), created)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", containerShortID(c.ID), containerDash(c.Name), c.PID, containerPod(c), containerDash(c.Image),
+			containerDash(containerLabelList(c.Labels, 3)), containerDash(containerPolicyList(c.Policies, 3)), containerDash(c.Source), created)
 	}
 	return tw.Flush()
 }
@@ -258,10 +319,65 @@ func containerLabelList(labels map[string]string, max int) string {
 	return strings.Join(parts, ",")
 }
 
-// containerEventLine is one watched event in a line: time, kind, id, name, pid, pod, source, seq.
+// containerEventLine is one watched event in a line: time, kind, id, name, pid, pod, source,
+// policies, seq.
 func containerEventLine(env *agentapi.Envelope) string {
 	ev := env.Event
 	c := &ev.Container
-	return fmt.Sprintf("%s  %-5s  %-12s  %-20s  pid=%-7d  pod=%s  source=%s  seq=%d",
-		ev.Time.UTC().Format(time.RFC3339Nano), ev.Kind, containerShortID(c.ID), containerDash(c.Name), c.PID, containerPod(c), containerDash(ev.Source), env.Seq)
+	return fmt.Sprintf("%s  %-6s  %-12s  %-20s  pid=%-7d  pod=%s  source=%s  policies=%s  seq=%d",
+		ev.Time.UTC().Format(time.RFC3339Nano), ev.Kind, containerShortID(c.ID), containerDash(c.Name), c.PID, containerPod(c), containerDash(ev.Source),
+		containerDash(strings.Join(shortPolicyIDs(c.Policies), ",")), env.Seq)
+}
+
+// policyChangeLine is one policy source change in a line: time, kind, source, what is in force
+// (and the error, when the source failed), seq.
+func policyChangeLine(seq uint64, kind string, pc *agentapi.PolicyChange) string {
+	line := fmt.Sprintf("%s  %-6s  %s  generation=%d  digest=%s  policies=%d  total=%d", pc.Time.UTC().Format(time.RFC3339Nano), kind, pc.Source,
+		pc.Generation, containerDash(shortDigest(pc.Digest)), pc.Policies, pc.Total)
+	if pc.FromCache {
+		line += "  from-cache"
+	}
+	if pc.Error != "" {
+		line += fmt.Sprintf("  error=%q (the last good policies stay in force)", pc.Error)
+	}
+	return line + fmt.Sprintf("  seq=%d", seq)
+}
+
+// shortDigest is "sha256:" and the first 12 hex digits, as container tools show digests.
+func shortDigest(d string) string {
+	algo, hex, ok := strings.Cut(d, ":")
+	if !ok || len(hex) <= 12 {
+		return d
+	}
+	return algo + ":" + hex[:12]
+}
+
+// policyKindAbbrev are KubeArmor's usual short names for its policy kinds.
+var policyKindAbbrev = map[string]string{
+	"KubeArmorPolicy":        "ksp",
+	"KubeArmorClusterPolicy": "csp",
+	"KubeArmorHostPolicy":    "hsp",
+	"KubeArmorNetworkPolicy": "knp",
+}
+
+// shortPolicyIDs writes policy IDs (KIND/NAMESPACE/NAME) with the kind abbreviated, for tables.
+func shortPolicyIDs(ids []string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		kind, rest, ok := strings.Cut(id, "/")
+		if abbrev, known := policyKindAbbrev[kind]; ok && known {
+			id = abbrev + "/" + rest
+		}
+		out[i] = id
+	}
+	return out
+}
+
+// containerPolicyList shows up to max policies, abbreviated, and how many more there are.
+func containerPolicyList(ids []string, max int) string {
+	short := shortPolicyIDs(ids)
+	if len(short) > max {
+		short = append(short[:max], fmt.Sprintf("+%d", len(ids)-max))
+	}
+	return strings.Join(short, ",")
 }

@@ -20,14 +20,24 @@ import (
 // function that stops the agent.
 func startContainersAgent(t *testing.T) (string, func()) {
 	t.Helper()
+	return startConfiguredAgent(t, nil)
+}
+
+// startConfiguredAgent is startContainersAgent with edit applied to the agent's configuration.
+func startConfiguredAgent(t *testing.T, edit func(*agent.Config)) (string, func()) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "karmor-cli-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "k.sock")
-	a, err := agent.New(agent.Config{Socket: sock, SpoolDir: filepath.Join(dir, "spool"), StateDir: filepath.Join(dir, "state"),
-		RuntimeRoots: []string{}, ReconcileInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	cfg := agent.Config{Socket: sock, SpoolDir: filepath.Join(dir, "spool"), StateDir: filepath.Join(dir, "state"),
+		RuntimeRoots: []string{}, ReconcileInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)}
+	if edit != nil {
+		edit(&cfg)
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +123,7 @@ func TestContainersTableAndJSON(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("%d objects", len(got))
 	}
-	for _, key := range []string{"id", "name", "pid", "namespaces", "pod", "namespace", "labels", "image", "source"} {
+	for _, key := range []string{"id", "name", "pid", "namespaces", "pod", "namespace", "labels", "image", "source", "policies"} {
 		for i, obj := range got {
 			if _, ok := obj[key]; !ok {
 				t.Errorf("object %d lacks %q: %v", i, key, obj)
@@ -197,13 +207,13 @@ func TestContainersWatch(t *testing.T) {
 	for _, format := range []string{"table", "json"} {
 		t.Run(format, func(t *testing.T) {
 			sock, stop := startContainersAgent(t)
-			reportToAgent(t, sock, webContainerStart()) // retained before the watch starts: streamed first
+			reportToAgent(t, sock, webContainerStart()) // live before the watch starts: listed first
 			var out, errOut containersOutput
 			done := make(chan int, 1)
 			go func() {
 				done <- Run([]string{"containers", "-w", "-o", format, "--socket", sock}, strings.NewReader(""), &out, &errOut)
 			}()
-			// The watch sees the retained start, then the live stop.
+			// The watch lists the live container, then sees its stop.
 			deadline := time.Now().Add(10 * time.Second)
 			for !strings.Contains(out.String(), "web1") && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
@@ -222,7 +232,7 @@ func TestContainersWatch(t *testing.T) {
 				t.Fatalf("watch printed:\n%s", out.String())
 			}
 			if format == "table" {
-				if !strings.Contains(lines[0], "start") || !strings.Contains(lines[0], "web1") || !strings.Contains(lines[0], "pid=4242") ||
+				if !strings.Contains(lines[0], "listed") || !strings.Contains(lines[0], "web1") || !strings.Contains(lines[0], "pid=4242") ||
 					!strings.Contains(lines[1], "stop") || !strings.Contains(lines[1], "web1") || !strings.Contains(lines[1], "source=hook") {
 					t.Fatalf("watch lines:\n%s", out.String())
 				}
@@ -244,7 +254,8 @@ func TestContainersWatch(t *testing.T) {
 				}
 				evs = append(evs, one)
 			}
-			if evs[0].Kind != "start" || evs[1].Kind != "stop" || evs[1].Container.Name != "web1" || evs[1].Seq != evs[0].Seq+1 {
+			// The listed container carries the list's seq, the seq of its start: the stop follows it.
+			if evs[0].Kind != "listed" || evs[1].Kind != "stop" || evs[1].Container.Name != "web1" || evs[1].Seq != evs[0].Seq+1 {
 				t.Fatalf("json events %+v", evs)
 			}
 		})
