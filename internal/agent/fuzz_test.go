@@ -49,6 +49,10 @@ func FuzzServe(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 5, '{', '}', 'x'})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Add(frame(`{"v":1,"type":"get","id":""}`))
+	f.Add(frames(&agentapi.Envelope{Type: agentapi.TypePolicyList}, &agentapi.Envelope{Type: agentapi.TypeExplain, ID: "a"},
+		&agentapi.Envelope{Type: agentapi.TypeExplain, Node: true}))
+	f.Add(frame(`{"v":1,"type":"explain"}`))
+	f.Add(frame(`{"v":1,"type":"policy_change","policy_change":{"source":"x"}}`))
 	f.Add(frame(`{"v":1,"type":"watch","from_seq":18446744073709551615}`))
 	cfg, _ := testConfig(f)
 	cfg.ReadTimeout = 2 * time.Second
@@ -78,7 +82,8 @@ func FuzzServe(f *testing.F) {
 				break
 			}
 			switch env.Type {
-			case agentapi.TypeAck, agentapi.TypeError, agentapi.TypeContainers, agentapi.TypeEvent:
+			case agentapi.TypeAck, agentapi.TypeError, agentapi.TypeContainers, agentapi.TypeEvent, agentapi.TypePolicyState,
+				agentapi.TypeExplanation, agentapi.TypePolicyChange:
 			default:
 				t.Fatalf("answer of unexpected type %q", env.Type)
 			}

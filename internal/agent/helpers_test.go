@@ -118,6 +118,8 @@ func counter(t testing.TB, a *Agent, name string, labels ...string) float64 {
 		return testutil.ToFloat64(m.connections.WithLabelValues(labels...))
 	case "errors":
 		return testutil.ToFloat64(m.errors.WithLabelValues(labels...))
+	case "policyLoads":
+		return testutil.ToFloat64(m.policyLoads.WithLabelValues(labels...))
 	}
 	t.Fatalf("no counter %q", name)
 	return 0

@@ -52,6 +52,7 @@ func TestReadFrameRejects(t *testing.T) {
 		"event bad kind":  frame(`{"v":1,"type":"event","event":{"kind":"boom","container":{"id":"x"}}}`),
 		"event neg pid":   frame(`{"v":1,"type":"event","event":{"kind":"stop","container":{"id":"x","pid":-1}}}`),
 		"wrong json type": frame(`{"v":"1","type":"list"}`),
+		"change no body":  frame(`{"v":1,"type":"policy_change"}`),
 	}
 	for name, b := range cases {
 		if env, err := ReadFrame(bytes.NewReader(b), 0); err == nil {
@@ -124,6 +125,9 @@ func FuzzReadFrame(f *testing.F) {
 	_ = WriteFrame(&buf, &Envelope{Type: TypeEvent, Event: &Event{Kind: KindStart, Container: Container{ID: "x", PID: 1}}})
 	f.Add(buf.Bytes())
 	f.Add([]byte{0, 0, 0, 2, '{', '}'})
+	buf.Reset()
+	_ = WriteFrame(&buf, &Envelope{Type: TypePolicyChange, Seq: 9, PolicyChange: &PolicyChange{Source: "dir:/p", Generation: 2, Error: "x"}})
+	f.Add(buf.Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		env, err := ReadFrame(bytes.NewReader(b), 1<<16)
 		if err != nil {

@@ -1,0 +1,144 @@
+package agentapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestPolicyEnvelopesRoundTrip: the policy messages keep their content through a frame, and an
+// envelope of the first protocol version without them still decodes (wire compatibility).
+func TestPolicyEnvelopesRoundTrip(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	in := []*Envelope{
+		{Type: TypePolicyChange, Seq: 7, PolicyChange: &PolicyChange{Time: at, Source: "oci:r/p:t", Kind: PolicySourceOCI, Digest: "sha256:ab",
+			Generation: 3, Policies: 2, Total: 5, Error: "registry down"}},
+		{Type: TypeExplanation, Explanation: &Explanation{Generation: 3, Node: &Node{Name: "n1", Labels: map[string]string{"zone": "a"}},
+			Verdicts: []PolicyVerdict{{Policy: "KubeArmorHostPolicy/h", Applies: true}},
+			Rules:    []PolicyRule{{Policy: "KubeArmorHostPolicy/h", Type: "file", Match: "path", Value: "/etc/shadow", Action: "Audit", FromSource: []RuleSource{{Path: "/bin/cat"}}}}}},
+		{Type: TypePolicyState, PolicyState: &PolicyState{Generation: 3, Sources: []PolicySource{{Name: "dir:/p", Failing: true, LastError: "bad"}},
+			Policies: []PolicyInfo{{ID: "KubeArmorPolicy/default/a", Source: "dir:/p", LoadedAt: at}}}},
+		{Type: TypeContainers, Seq: 12, PolicyGeneration: 3, Containers: []Container{{ID: "c", Policies: []string{"KubeArmorPolicy/default/a"}}}},
+	}
+	for _, env := range in {
+		var buf bytes.Buffer
+		if err := WriteFrame(&buf, env); err != nil {
+			t.Fatal(err)
+		}
+		out, err := ReadFrame(&buf, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch env.Type {
+		case TypePolicyChange:
+			if *out.PolicyChange != *env.PolicyChange || out.Seq != 7 {
+				t.Errorf("policy change: %+v", out.PolicyChange)
+			}
+		case TypeExplanation:
+			if out.Explanation.Node.Labels["zone"] != "a" || out.Explanation.Rules[0].FromSource[0].Path != "/bin/cat" || !out.Explanation.Verdicts[0].Applies {
+				t.Errorf("explanation: %+v", out.Explanation)
+			}
+		case TypePolicyState:
+			if !out.PolicyState.Sources[0].Failing || !out.PolicyState.Policies[0].LoadedAt.Equal(at) {
+				t.Errorf("policy state: %+v", out.PolicyState)
+			}
+		case TypeContainers:
+			if out.PolicyGeneration != 3 || out.Containers[0].Policies[0] != "KubeArmorPolicy/default/a" {
+				t.Errorf("containers: %+v", out)
+			}
+		}
+	}
+	old, err := DecodeEnvelope([]byte(`{"v":1,"type":"containers","seq":4,"containers":[{"id":"c","pid":3}]}`))
+	if err != nil || old.Seq != 4 || old.Containers[0].Policies != nil || old.PolicyGeneration != 0 {
+		t.Fatalf("an answer without the policy fields: %+v, %v", old, err)
+	}
+}
+
+// scriptedAgent answers every connection's first request with answer, over a real unix socket.
+func scriptedAgent(t *testing.T, answer *Envelope) (string, <-chan *Envelope) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "agentapi-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "s")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	requests := make(chan *Envelope, 10)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			req, err := ReadFrame(conn, 0)
+			if err == nil {
+				requests <- req
+				_ = WriteFrame(conn, answer)
+			}
+			conn.Close()
+		}
+	}()
+	return sock, requests
+}
+
+func TestListSnapshotKeepsTheSeq(t *testing.T) {
+	sock, requests := scriptedAgent(t, &Envelope{Type: TypeContainers, Seq: 41, PolicyGeneration: 6, Containers: []Container{{ID: "a"}}})
+	c := NewClient(sock)
+	snap, err := c.ListSnapshot(context.Background())
+	if err != nil || snap.Seq != 41 || snap.PolicyGeneration != 6 || len(snap.Containers) != 1 {
+		t.Fatalf("snapshot %+v, %v", snap, err)
+	}
+	if req := <-requests; req.Type != TypeList {
+		t.Fatalf("request %q", req.Type)
+	}
+	list, err := c.List(context.Background())
+	if err != nil || len(list) != 1 || list[0].ID != "a" {
+		t.Fatalf("list %+v, %v", list, err)
+	}
+}
+
+func TestPolicyRequestsAndWrongAnswers(t *testing.T) {
+	sock, requests := scriptedAgent(t, &Envelope{Type: TypeExplanation, Explanation: &Explanation{Generation: 2}})
+	c := NewClient(sock)
+	e, err := c.Explain(context.Background(), "web1")
+	if err != nil || e.Generation != 2 {
+		t.Fatalf("explain: %+v, %v", e, err)
+	}
+	if req := <-requests; req.Type != TypeExplain || req.ID != "web1" || req.Node {
+		t.Fatalf("explain request %+v", req)
+	}
+	if _, err := c.ExplainNode(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if req := <-requests; req.Type != TypeExplain || !req.Node {
+		t.Fatalf("explain --node request %+v", req)
+	}
+	// An explanation is not an answer to policy_list.
+	if _, err := c.Policies(context.Background()); err == nil {
+		t.Fatal("a wrong answer type was accepted")
+	}
+
+	errSock, _ := scriptedAgent(t, &Envelope{Type: TypeError, Error: "no live container"})
+	var ae *AgentError
+	if _, err := NewClient(errSock).Explain(context.Background(), "x"); !errors.As(err, &ae) || ae.Msg != "no live container" {
+		t.Fatalf("agent error: %v", err)
+	}
+}
+
+func TestWatchUnreachable(t *testing.T) {
+	c := NewClient(filepath.Join(t.TempDir(), "absent.sock"))
+	err := c.Watch(context.Background(), 0, func(*Envelope) error { return nil })
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("karmord not reachable")) {
+		t.Fatalf("watch of an absent socket: %v", err)
+	}
+}
