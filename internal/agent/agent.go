@@ -1,7 +1,8 @@
 // Package agent is karmord, karmor's node agent: it learns containers from karmor-hook's events,
 // from the hook's spool and from the runtimes' on-disk state (never through a runtime socket),
-// keeps the table of live containers, and serves it over a unix socket (list, get, watch) and as
-// Prometheus metrics.
+// keeps the table of live containers, follows policy sources (directories, OCI references) and
+// tells which policies apply to each container and to the node, and serves all that over a unix
+// socket (list, get, watch, policy list, explain) and as Prometheus metrics.
 //
 // The pieces:
 //
@@ -13,6 +14,9 @@
 //     handler per envelope type: add new request types there).
 //   - spool.go, reconcile.go: the spool replay and rescan, and reconciliation with runc/crun state
 //     roots and /proc.
+//   - policy.go, node.go: the policy sources (internal/policysource), matching at answer time
+//     (internal/match) outside the table's lock, policy changes on the stream, and the node's
+//     name and labels for host policies.
 //   - metrics.go: the Prometheus series.
 package agent
 
