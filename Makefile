@@ -23,3 +23,11 @@ lint:
 
 clean:
 	rm -rf $(BIN)
+
+# The policy flow end to end on this machine (as root, with runc and busybox-static installed): a
+# local registry, karmord following a tag, runc containers and the policies that apply to them as
+# the tag moves; see scripts/demo.sh.
+.PHONY: demo
+demo: build
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/karmor-demo-registry ./demo/registry
+	BIN=$(abspath $(BIN)) ./scripts/demo.sh

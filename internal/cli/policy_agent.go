@@ -193,10 +193,20 @@ func writePolicyState(out io.Writer, s *agentapi.PolicyState) error {
 
 	if len(s.Policies) > 0 {
 		b.WriteString("\n")
+		inForce := map[string]string{}
+		for _, src := range s.Sources {
+			inForce[src.Name] = src.Location
+		}
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KIND\tNAMESPACE/NAME\tSELECTS\tRULES\tFROM\tLOADED")
+		fmt.Fprintln(tw, "KIND\tNAMESPACE/NAME\tSELECTS\tRULES\tSOURCE\tFILE\tLOADED")
 		for _, p := range s.Policies {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", p.Kind, policyName(p.Namespace, p.Name), p.Selects, p.Rules, containerDash(p.File), policyTime(p.LoadedAt))
+			// The sources' table names the directory or REF@DIGEST; the file is shown within it.
+			file := p.File
+			if loc := inForce[p.Source]; loc != "" && strings.HasPrefix(file, loc+"/") {
+				file = file[len(loc)+1:]
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Kind, policyName(p.Namespace, p.Name), p.Selects, p.Rules, containerDash(p.Source),
+				containerDash(file), policyTime(p.LoadedAt))
 		}
 		tw.Flush()
 	}
@@ -210,6 +220,8 @@ func writePolicyState(out io.Writer, s *agentapi.PolicyState) error {
 // sourceStatus says in a few words how a source's checks go.
 func sourceStatus(src agentapi.PolicySource) string {
 	switch {
+	case src.Failing && src.FromCache:
+		return "FAILING (cached policies in force)"
 	case src.Failing && src.Digest != "":
 		return "FAILING (last good policies in force)"
 	case src.Failing:
