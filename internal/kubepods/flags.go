@@ -21,25 +21,25 @@ import (
 // karmord go on without it (lookups answer "unknown" until the list arrives).
 const DefaultSyncWait = 10 * time.Second
 
-// Flags are karmord's command-line settings for pod labels from the Kubernetes API.
+// Flags are karmord's settings for pod labels from the Kubernetes API: two command-line flags, and
+// the node name karmord already has.
 type Flags struct {
 	// Enabled turns the feature on (--kube-pod-labels); off by default.
 	Enabled bool
 	// Kubeconfig is the kubeconfig file (--kubeconfig); empty means the in-cluster service account,
 	// else $KUBECONFIG, else ~/.kube/config.
 	Kubeconfig string
-	// NodeName is this node's name in Kubernetes (--kube-node-name); empty means $NODE_NAME, else the
-	// host name in lower case (the kubelet's default).
+	// NodeName is this node's name in Kubernetes; karmord sets its --node-name here. Empty means
+	// $NODE_NAME, else the host name in lower case (the kubelet's default).
 	NodeName string
 	// SyncWait bounds how long Start waits for the first list; zero means DefaultSyncWait.
 	SyncWait time.Duration
 }
 
-// Register adds the flags to fs.
+// Register adds --kube-pod-labels and --kubeconfig to fs.
 func (f *Flags) Register(fs *pflag.FlagSet) {
-	fs.BoolVar(&f.Enabled, "kube-pod-labels", false, "fill in pod labels the OCI annotations lack from the Kubernetes API, watching only this node's pods")
+	fs.BoolVar(&f.Enabled, "kube-pod-labels", false, "fill in pod labels the OCI annotations lack (containerd without karmor-nri) from the Kubernetes API, watching only the pods of --node-name (default: $NODE_NAME, else the host name)")
 	fs.StringVar(&f.Kubeconfig, "kubeconfig", "", "kubeconfig for --kube-pod-labels (default: in-cluster service account, else $KUBECONFIG, else ~/.kube/config)")
-	fs.StringVar(&f.NodeName, "kube-node-name", "", "this node's name in Kubernetes for --kube-pod-labels (default: $NODE_NAME, else the host name)")
 }
 
 // Start does nothing and returns a nil lookup when the feature is off. When it is on, it connects to
@@ -96,7 +96,7 @@ func (f *Flags) nodeName() (string, error) {
 	}
 	host, err := os.Hostname()
 	if err != nil || host == "" {
-		return "", fmt.Errorf("--kube-pod-labels: no node name: set --kube-node-name or $NODE_NAME (host name: %v)", err)
+		return "", fmt.Errorf("--kube-pod-labels: no node name: set --node-name or $NODE_NAME (host name: %v)", err)
 	}
 	return strings.ToLower(host), nil
 }

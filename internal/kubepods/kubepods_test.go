@@ -2,6 +2,7 @@ package kubepods
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"sync"
 	"testing"
@@ -297,5 +298,41 @@ func TestNewRefusesMissingClientOrNode(t *testing.T) {
 	}
 	if _, err := New(Options{Client: fake.NewClientset()}); err == nil {
 		t.Error("New without a node name succeeded")
+	}
+}
+
+// BenchmarkLookup measures what a label lookup costs karmord: a map read and a copy of the labels,
+// with a node's worth of pods (the kubelet's default maximum is 110) in the cache.
+func BenchmarkLookup(b *testing.B) {
+	const pods = 110
+	client := fake.NewClientset()
+	for i := range pods {
+		p := pod("shop", fmt.Sprintf("web-%d", i), thisNode, map[string]string{
+			"app": "web", "tier": "front", "version": "v1", "pod-template-hash": "7d4b9c8f6",
+		})
+		if err := client.Tracker().Add(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w, err := New(Options{Client: client, NodeName: thisNode})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.Run(ctx)
+	if !w.WaitSynced(ctx) {
+		b.Fatal("cache did not sync")
+	}
+	names := make([]string, pods)
+	for i := range names {
+		names[i] = fmt.Sprintf("web-%d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, ok := w.Lookup("shop", names[i%pods]); !ok {
+			b.Fatal("pod not found")
+		}
 	}
 }
