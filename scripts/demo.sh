@@ -34,7 +34,7 @@ for prog in karmor karmord karmor-hook karmor-demo-registry; do
 	[[ -x $BIN/$prog ]] || fail "$BIN/$prog is missing: run 'make demo', or 'make build' and go build -o $BIN/karmor-demo-registry ./demo/registry"
 done
 
-D=$(mktemp -d /tmp/karmor-demo.XXXXXX)
+D=$(mktemp -d "${TMPDIR:-/tmp}/karmor-demo.XXXXXX")
 SOCK=$D/run/karmor.sock
 RUNC_ROOT=$D/runc
 ID_SUFFIX=-$$ # container ids (and so cgroups) unique to this run
