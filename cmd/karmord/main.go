@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/karmor/karmor/internal/agent"
 	"github.com/karmor/karmor/internal/oci"
@@ -26,6 +27,20 @@ import (
 )
 
 type usageError struct{ error }
+
+// extension lets another file of this command add flags and finish the agent's configuration
+// without editing this one (kubepods.go: pod labels from the Kubernetes API). register adds its
+// flags while the command is built. configure runs after the flags are parsed and checked, before
+// the agent is created, with the context karmord runs in (cancelled at shutdown); it may fill cfg
+// (for example cfg.PodLabels; cfg.Logger is set, cfg.NodeName is --node-name, empty for the
+// host name). An error from configure stops karmord: exit 1, or 2 when it is a usageError.
+type extension struct {
+	register  func(f *pflag.FlagSet)
+	configure func(ctx context.Context, cfg *agent.Config) error
+}
+
+// extensions are appended to from init functions of this command's other files.
+var extensions []extension
 
 func main() {
 	cmd := newCommand(os.Stderr)
@@ -91,12 +106,20 @@ func newCommand(logOut io.Writer) *cobra.Command {
 					return err
 				}
 			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			for _, ext := range extensions {
+				if ext.configure == nil {
+					continue
+				}
+				if err := ext.configure(ctx, &cfg); err != nil {
+					return err
+				}
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			return a.Run(ctx)
 		},
 	}
@@ -128,6 +151,11 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringVar(&nodeLabelsFile, "node-labels-file", "", "file of node labels: KEY=VALUE lines or a JSON object")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	for _, ext := range extensions {
+		if ext.register != nil {
+			ext.register(f)
+		}
+	}
 	cmd.SetContext(context.Background())
 	return cmd
 }

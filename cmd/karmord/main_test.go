@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+
+	"github.com/karmor/karmor/internal/agent"
 	"github.com/karmor/karmor/internal/testutil"
 )
 
@@ -29,6 +34,12 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"serve"}, 2, "takes no arguments"},
 		{[]string{"--metrics-addr", "0.0.0.0:9464"}, 1, "--metrics-allow-remote"},
 		{[]string{"--proc-root", "proc"}, 1, "absolute"},
+		{[]string{"--node-label", "zone"}, 2, "KEY=VALUE"},
+		{[]string{"--node-labels-file", filepath.Join(dir, "absent")}, 2, "node labels file"},
+		{[]string{"--registry-username", "ci"}, 2, "--registry-password-file"},
+		{[]string{"--registry-username", "ci", "--registry-password-file", filepath.Join(dir, "absent")}, 1, "password file"},
+		{[]string{"--policy-ref", "registry.example/p:bad tag"}, 1, "--policy-ref"},
+		{[]string{"--policy-interval", "-1s"}, 1, "--policy-interval"},
 	} {
 		cmd := exec.Command(bin, append(append([]string{}, paths...), tc.args...)...)
 		out, err := cmd.CombinedOutput()
@@ -39,5 +50,35 @@ func TestExitCodes(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "k.sock")); !errors.Is(err, os.ErrNotExist) {
 		t.Error("a karmord that refused its configuration left a socket")
+	}
+}
+
+// TestExtensionsAddFlagsAndConfigure: another file of the command can add a flag and fill the
+// configuration before the agent is created; its usage errors are usage errors.
+func TestExtensionsAddFlagsAndConfigure(t *testing.T) {
+	var value string
+	var seen *agent.Config
+	saved := extensions
+	t.Cleanup(func() { extensions = saved })
+	extensions = append(extensions, extension{
+		register: func(f *pflag.FlagSet) { f.StringVar(&value, "test-extension", "", "for the test") },
+		configure: func(ctx context.Context, cfg *agent.Config) error {
+			if ctx.Err() != nil {
+				t.Error("configure got an ended context")
+			}
+			seen = cfg
+			return usageError{errors.New("stop here: " + value)}
+		},
+	})
+	dir := t.TempDir()
+	cmd := newCommand(io.Discard)
+	cmd.SetArgs([]string{"--test-extension", "on", "--node-name", "n1", "--state-dir", filepath.Join(dir, "state")})
+	err := cmd.Execute()
+	var ue usageError
+	if !errors.As(err, &ue) || err.Error() != "stop here: on" {
+		t.Fatalf("Execute: %v, want the extension's usage error", err)
+	}
+	if seen == nil || seen.NodeName != "n1" || seen.Logger == nil {
+		t.Fatalf("configure saw %+v", seen)
 	}
 }
