@@ -68,7 +68,13 @@ failed and its last good policies stay in force). Each line carries its sequence
 			if len(args) == 1 {
 				return showContainer(ctx, o, args[0], cmd.OutOrStdout())
 			}
-			return listContainers(ctx, o, cmd.OutOrStdout())
+			if err := listContainers(ctx, o, cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			if o.output == "table" {
+				warnFailingPolicySources(ctx, o.socket, cmd.ErrOrStderr())
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -107,6 +113,22 @@ func listContainers(ctx context.Context, o containersOptions, out io.Writer) err
 		return writeContainerJSON(out, views)
 	}
 	return writeContainerTable(out, list)
+}
+
+// warnFailingPolicySources tells, under the table, which of karmord's policy sources are failing:
+// the POLICIES column then shows their last good policies, not what the source holds now. It is
+// best effort: a karmord that cannot say is not an error of the listing.
+func warnFailingPolicySources(ctx context.Context, socket string, errOut io.Writer) {
+	state, err := agentapi.NewClient(socket).Policies(ctx)
+	if err != nil {
+		return
+	}
+	for _, src := range state.Sources {
+		if src.Failing {
+			fmt.Fprintf(errOut, "Warning: policy source %s is failing (its last good policies stay in force; 'karmor policy list' has the details): %s\n",
+				src.Name, src.LastError)
+		}
+	}
 }
 
 func showContainer(ctx context.Context, o containersOptions, key string, out io.Writer) error {

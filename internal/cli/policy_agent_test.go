@@ -140,8 +140,8 @@ func TestContainersShowMatchedPolicies(t *testing.T) {
 	}
 
 	code, out, errOut := containersCLI("containers", "--socket", sock)
-	if code != ExitOK {
-		t.Fatalf("exit %d: %s", code, errOut)
+	if code != ExitOK || errOut != "" {
+		t.Fatalf("exit %d, stderr %q (no source is failing)", code, errOut)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if !strings.Contains(lines[0], "POLICIES") || !strings.Contains(lines[1], "ksp/default/block-shell,ksp/shop/web-audit") {
@@ -268,6 +268,10 @@ func TestPolicyChangesInListAndWatch(t *testing.T) {
 	code, text, _ := containersCLI("policy", "list", "--socket", sock)
 	if code != ExitOK || !strings.Contains(text, "FAILING (last good policies in force)") || !strings.Contains(text, "actionn") {
 		t.Errorf("list text with a failing source:\n%s", text)
+	}
+	code, _, warning := containersCLI("containers", "--socket", sock)
+	if code != ExitOK || !strings.Contains(warning, "Warning: policy source dir:"+dir+" is failing") || !strings.Contains(warning, "actionn") {
+		t.Errorf("karmor containers with a failing source: exit %d, stderr %q", code, warning)
 	}
 	select {
 	case code := <-done:
