@@ -204,6 +204,8 @@ REGISTRY_PID=
 wait_until "karmord to report the registry down" failing_with "connection refused"
 kshow policy list
 in_force "$V2" || fail "v2 is no longer in force with the registry down"
+kshow containers 2>&1 | tee "$D/containers.txt"
+grep -q 'Warning: policy source .* is failing' "$D/containers.txt" || fail "karmor containers does not warn of the failing source"
 expect_policies web1 '[]'
 
 step "The event stream (karmor containers -w) saw the containers and every policy change"
