@@ -18,29 +18,15 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/karmor/karmor/internal/agent"
+	"github.com/karmor/karmor/internal/kubepods"
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/version"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
 type usageError struct{ error }
-
-// extension lets another file of this command add flags and finish the agent's configuration
-// without editing this one (kubepods.go: pod labels from the Kubernetes API). register adds its
-// flags while the command is built. configure runs after the flags are parsed and checked, before
-// the agent is created, with the context karmord runs in (cancelled at shutdown); it may fill cfg
-// (for example cfg.PodLabels; cfg.Logger is set, cfg.NodeName is --node-name, empty for the
-// host name). An error from configure stops karmord: exit 1, or 2 when it is a usageError.
-type extension struct {
-	register  func(f *pflag.FlagSet)
-	configure func(ctx context.Context, cfg *agent.Config) error
-}
-
-// extensions are appended to from init functions of this command's other files.
-var extensions []extension
 
 func main() {
 	cmd := newCommand(os.Stderr)
@@ -61,6 +47,7 @@ func main() {
 
 func newCommand(logOut io.Writer) *cobra.Command {
 	cfg := agent.Config{}
+	var kube kubepods.Flags // pod labels from the Kubernetes API, off unless --kube-pod-labels
 	var (
 		logLevel, logFormat  string
 		allowUIDs, allowGIDs []uint
@@ -108,13 +95,9 @@ func newCommand(logOut io.Writer) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			for _, ext := range extensions {
-				if ext.configure == nil {
-					continue
-				}
-				if err := ext.configure(ctx, &cfg); err != nil {
-					return err
-				}
+			kube.NodeName = cfg.NodeName
+			if cfg.PodLabels, err = kube.Start(ctx, cfg.Logger); err != nil {
+				return err
 			}
 			a, err := agent.New(cfg)
 			if err != nil {
@@ -146,16 +129,12 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringVar(&cfg.PolicyTransport.DockerConfig, "registry-config", "", "Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	f.StringVar(&cfg.PolicyTransport.Username, "registry-username", "", "registry user name (with --registry-password-file; default: credentials from the Docker config)")
 	f.StringVar(&passwordFile, "registry-password-file", "", "file holding the registry password or token")
-	f.StringVar(&cfg.NodeName, "node-name", "", "node name host policies see as kubearmor.io/hostname (default: the host name)")
+	f.StringVar(&cfg.NodeName, "node-name", "", "node name host policies see as kubearmor.io/hostname (default: $NODE_NAME, else the host name)")
 	f.StringArrayVar(&nodeLabels, "node-label", nil, "node label KEY=VALUE for host policies' nodeSelector (repeatable; wins over --node-labels-file)")
 	f.StringVar(&nodeLabelsFile, "node-labels-file", "", "file of node labels: KEY=VALUE lines or a JSON object")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	for _, ext := range extensions {
-		if ext.register != nil {
-			ext.register(f)
-		}
-	}
+	kube.Register(f)
 	cmd.SetContext(context.Background())
 	return cmd
 }

@@ -1,18 +1,13 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/spf13/pflag"
-
-	"github.com/karmor/karmor/internal/agent"
 	"github.com/karmor/karmor/internal/testutil"
 )
 
@@ -50,35 +45,5 @@ func TestExitCodes(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "k.sock")); !errors.Is(err, os.ErrNotExist) {
 		t.Error("a karmord that refused its configuration left a socket")
-	}
-}
-
-// TestExtensionsAddFlagsAndConfigure: another file of the command can add a flag and fill the
-// configuration before the agent is created; its usage errors are usage errors.
-func TestExtensionsAddFlagsAndConfigure(t *testing.T) {
-	var value string
-	var seen *agent.Config
-	saved := extensions
-	t.Cleanup(func() { extensions = saved })
-	extensions = append(extensions, extension{
-		register: func(f *pflag.FlagSet) { f.StringVar(&value, "test-extension", "", "for the test") },
-		configure: func(ctx context.Context, cfg *agent.Config) error {
-			if ctx.Err() != nil {
-				t.Error("configure got an ended context")
-			}
-			seen = cfg
-			return usageError{errors.New("stop here: " + value)}
-		},
-	})
-	dir := t.TempDir()
-	cmd := newCommand(io.Discard)
-	cmd.SetArgs([]string{"--test-extension", "on", "--node-name", "n1", "--state-dir", filepath.Join(dir, "state")})
-	err := cmd.Execute()
-	var ue usageError
-	if !errors.As(err, &ue) || err.Error() != "stop here: on" {
-		t.Fatalf("Execute: %v, want the extension's usage error", err)
-	}
-	if seen == nil || seen.NodeName != "n1" || seen.Logger == nil {
-		t.Fatalf("configure saw %+v", seen)
 	}
 }

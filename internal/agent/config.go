@@ -138,9 +138,7 @@ func (c Config) withDefaults() Config {
 	setDuration(&c.TombstoneTTL, DefaultTombstoneTTL)
 	setDuration(&c.PolicyInterval, DefaultPolicyInterval)
 	if c.NodeName == "" {
-		// Without a host name host policies can still select by labels; the empty name selects
-		// nothing by kubearmor.io/hostname, which is the safe side.
-		c.NodeName, _ = os.Hostname()
+		c.NodeName = DefaultNodeName()
 	}
 	setInt := func(n *int, def int) {
 		if *n == 0 {
@@ -233,4 +231,15 @@ func ReadSecretFile(path string) (string, error) {
 		return "", fmt.Errorf("password file %s is empty", path)
 	}
 	return secret, nil
+}
+
+// DefaultNodeName is $NODE_NAME (a DaemonSet's downward API), else the host name in lower case, as
+// the kubelet names its node. Without either, host policies can still select by labels; the empty
+// name selects nothing by kubearmor.io/hostname, which is the safe side.
+func DefaultNodeName() string {
+	if env := os.Getenv("NODE_NAME"); env != "" {
+		return env
+	}
+	host, _ := os.Hostname()
+	return strings.ToLower(host)
 }
