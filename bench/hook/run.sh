@@ -11,8 +11,9 @@ cd "$(dirname "$0")/../.."
 latency_runs=${1:-300}
 runc_runs=${2:-30}
 # The work dir (spool included) lives under /var/lib, beside karmor's default spool
-# (/var/lib/karmor/spool): on these machines /tmp is a different mount where creating a file
-# costs ~0.8 ms against ~0.05 ms under /var/lib, which would measure the mount, not the hook.
+# (/var/lib/karmor/spool): on these machines creating a file anywhere under /tmp costs ~0.8 ms
+# against ~0.05 ms under /var/lib or /run (measured; same ext4 filesystem, cause not found), which
+# would measure /tmp, not the hook.
 work=$(mktemp -d "${KARMOR_BENCH_DIR:-/var/lib}/karmor-hookbench.XXXXXX")
 karmord_pid=
 cleanup() {
