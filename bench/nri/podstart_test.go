@@ -136,23 +136,31 @@ func BenchmarkRuncCommand(b *testing.B) {
 	}
 	env := append(os.Environ(), runcwrap.EnvConfig+"="+cfgPath)
 	bundle := testutil.Bundle(b, []string{"sleep", "1000"}, nil)
+	// Output goes to a file: a created container keeps its stdio, and a pipe would never close.
+	outPath := filepath.Join(b.TempDir(), "out")
 	do := func(b *testing.B, bin string, args ...string) time.Duration {
+		out, err := os.Create(outPath)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer out.Close()
 		cmd := exec.Command(bin, append([]string{"--root", root}, args...)...)
-		cmd.Env = env
+		cmd.Env, cmd.Stdout, cmd.Stderr = env, out, out
 		start := time.Now()
-		out, err := cmd.CombinedOutput()
+		err = cmd.Run()
 		d := time.Since(start)
 		if err != nil {
-			b.Fatalf("%s %q: %v\n%s", bin, args, err, out)
+			msg, _ := os.ReadFile(outPath)
+			b.Fatalf("%s %q: %v\n%s", bin, args, err, msg)
 		}
 		return d
 	}
-	if _, err := exec.Command(runc, "--root", root, "create", "--bundle", bundle, "bench-state").CombinedOutput(); err != nil {
-		b.Fatal(err)
-	}
+	do(b, runc, "create", "--bundle", bundle, "bench-state")
 	b.Cleanup(func() { _ = exec.Command(runc, "--root", root, "delete", "-f", "bench-state").Run() })
 
-	for _, bin := range []struct{ name, path string }{{"runc", runc}, {"karmor-runc", wrapper}} {
+	// The floor for any wrapper written in Go: a program that only execs runc.
+	bare := bareExecWrapper(b, runc)
+	for _, bin := range []struct{ name, path string }{{"runc", runc}, {"bare-go-exec", bare}, {"karmor-runc", wrapper}} {
 		b.Run("state/"+bin.name, func(b *testing.B) {
 			var s samples
 			for range b.N {
@@ -173,4 +181,33 @@ func BenchmarkRuncCommand(b *testing.B) {
 			s.report(b)
 		})
 	}
+}
+
+// bareExecWrapper builds a Go program that does nothing but exec runc with its arguments, built
+// the way testutil.Binary builds karmor-runc, as the baseline for the wrapper's pass-through cost.
+func bareExecWrapper(b *testing.B, runc string) string {
+	dir := b.TempDir()
+	src := fmt.Sprintf(`package main
+
+import (
+	"os"
+	"syscall"
+)
+
+func main() { _ = syscall.Exec(%q, append([]string{%q}, os.Args[1:]...), os.Environ()) }
+`, runc, runc)
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module bare\n\ngo 1.26\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	out := filepath.Join(dir, "bare")
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build the bare exec wrapper: %v\n%s", err, msg)
+	}
+	return out
 }

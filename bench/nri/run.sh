@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-21}
 export PATH="$(go env GOPATH)/bin:$PATH"
-go test -run '^$' -bench . -benchtime "${RUNS}x" -count 1 -timeout 30m ./bench/nri/ | grep -E '^(Benchmark|ok|FAIL|---)' | tee /dev/stderr |
+go test -run '^$' -bench . -benchtime "${RUNS}x" -count 1 -timeout 30m ./bench/nri/ | grep --line-buffered -E '^(Benchmark|ok|FAIL|---|    )' | tee /dev/stderr |
   awk '/^Benchmark/ { for (i = 1; i <= NF; i++) if ($i == "ms-median") printf "%-45s median %8s ms\n", $1, $(i-1) }'
