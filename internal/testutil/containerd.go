@@ -48,6 +48,9 @@ type ContainerdOptions struct {
 	NRIPluginConfigDir string
 	// Env is added to containerd's environment; its shims and runc inherit it.
 	Env []string
+	// PodAnnotations are the pod annotation keys (globs) containerd passes into containers' OCI
+	// specs (the runc runtime's pod_annotations); by default it passes none.
+	PodAnnotations []string
 }
 
 // Containerd is one containerd v2 process started for tests, with everything (root, state,
@@ -229,6 +232,14 @@ func (c *Containerd) config(opts ContainerdOptions) string {
 	if pluginConf == "" {
 		pluginConf = filepath.Join(c.Dir, "nri-conf")
 	}
+	runtimeExtra := ""
+	if len(opts.PodAnnotations) > 0 {
+		quoted := make([]string, len(opts.PodAnnotations))
+		for i, a := range opts.PodAnnotations {
+			quoted[i] = fmt.Sprintf("%q", a)
+		}
+		runtimeExtra = fmt.Sprintf("    pod_annotations = [%s]\n", strings.Join(quoted, ", "))
+	}
 	binary := ""
 	if opts.RuncBinary != "" {
 		binary = fmt.Sprintf("      BinaryName = %q\n", opts.RuncBinary)
@@ -246,7 +257,7 @@ state = %q
   restrict_oom_score_adj = true
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+%s    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
       Root = %q
 %s[plugins."io.containerd.nri.v1.nri"]
   disable = %t
@@ -254,7 +265,7 @@ state = %q
   plugin_path = %q
   plugin_config_path = %q
 `, filepath.Join(c.Dir, "root"), filepath.Join(c.Dir, "state"), c.Socket, SandboxImage,
-		filepath.Join(c.Dir, "runc"), binary, opts.DisableNRI, c.NRISocket, pluginDir, pluginConf)
+		runtimeExtra, filepath.Join(c.Dir, "runc"), binary, opts.DisableNRI, c.NRISocket, pluginDir, pluginConf)
 }
 
 // Stop stops containerd (SIGTERM, then SIGKILL after 10 s). Running containers and their shims
