@@ -55,22 +55,31 @@ func checkHookConfig(h install.HookConfig) error {
 func newHookInstallCommand() *cobra.Command {
 	h := install.DefaultHookConfig()
 	var runtime, hooksDir, binary string
+	ctrd := &containerdInstallOptions{}
 	cmd := &cobra.Command{
-		Use:   "install --runtime cri-o|podman",
-		Short: "Install karmor-hook and its hooks.d files for CRI-O or Podman",
+		Use:   "install --runtime cri-o|podman|containerd",
+		Short: "Install karmor-hook for CRI-O or Podman (hooks.d), or for containerd (the karmor-nri plugin)",
 		Long: `Copy karmor-hook into place (atomically, mode 0755) and write one hooks.d file per stage
 (karmor-createRuntime.json, karmor-poststop.json) that runs it for every container.
 
 The hooks directory defaults to the one the runtime reads: /usr/share/containers/oci/hooks.d for
 both Podman and CRI-O. The binary copied is the karmor-hook beside this karmor, unless
 --hook-binary names another. --socket, --spool-dir, --timeout, --log-file, --fail-closed and
-the allow-lists become the hook's arguments.`,
+the allow-lists become the hook's arguments.
+
+containerd reads no hooks.d: --runtime containerd installs karmor-hook and the karmor-nri plugin,
+which adds the hook (and the pod's labels) to every container through NRI, and says how to enable
+NRI when containerd's config has it off.`,
 		Example: `  karmor hook install --runtime podman
-  karmor hook install --runtime cri-o --fail-closed --allow-namespace kube-system --allow-namespace karmor`,
+  karmor hook install --runtime cri-o --fail-closed --allow-namespace kube-system --allow-namespace karmor
+  karmor hook install --runtime containerd`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runtime == "" {
-				return usagef("--runtime is required: %s or %s", install.RuntimeCRIO, install.RuntimePodman)
+				return usagef("--runtime is required: %s, %s or %s", install.RuntimeCRIO, install.RuntimePodman, runtimeContainerd)
+			}
+			if runtime == runtimeContainerd {
+				return installContainerd(cmd, h, binary, ctrd)
 			}
 			if _, err := install.DefaultHooksDirFor(runtime); err != nil {
 				return usagef("%v", err)
@@ -102,10 +111,11 @@ the allow-lists become the hook's arguments.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&runtime, "runtime", "", "the runtime to install for: cri-o or podman")
+	f.StringVar(&runtime, "runtime", "", "the runtime to install for: cri-o, podman or containerd")
 	f.StringVar(&hooksDir, "hooks-dir", "", "hooks.d directory (default: the runtime's)")
 	f.StringVar(&binary, "hook-binary", "", "karmor-hook binary to install (default: the one beside karmor)")
 	addHookConfigFlags(f, &h)
+	addContainerdInstallFlags(f, ctrd)
 	return cmd
 }
 

@@ -2,63 +2,25 @@ package cli
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
 
 	"github.com/karmor/karmor/internal/install"
 	"github.com/karmor/karmor/internal/nri"
 	"github.com/karmor/karmor/internal/testutil"
 )
 
-// containerdInstallCommand is `karmor hook install` for --runtime containerd with the flags
-// hook.go registers plus addContainerdInstallFlags, calling installContainerd as hook.go does.
-func containerdInstallCommand() *cobra.Command {
-	h := install.DefaultHookConfig()
-	var binary, runtime string
-	o := &containerdInstallOptions{}
-	cmd := &cobra.Command{
-		Use: "install", Args: cobra.NoArgs, SilenceErrors: true, SilenceUsage: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if runtime != runtimeContainerd {
-				return usagef("this test command installs for containerd only")
-			}
-			return installContainerd(cmd, h, binary, o)
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&runtime, "runtime", "", "")
-	f.StringVar(&binary, "hook-binary", "", "")
-	addHookConfigFlags(f, &h)
-	addContainerdInstallFlags(f, o)
-	return cmd
-}
-
-// runContainerdInstall runs the install and returns the exit code Run would give.
+// runContainerdInstall runs `karmor hook install --runtime containerd ARGS...` through the CLI and
+// returns its exit code, stdout and stderr.
 func runContainerdInstall(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := containerdInstallCommand()
 	var stdout, stderr bytes.Buffer
-	cmd.SetOut(&stdout)
-	cmd.SetErr(&stderr)
-	cmd.SetArgs(append([]string{"--runtime", runtimeContainerd}, args...))
-	err := cmd.Execute()
-	var ue usageError
-	var ee exitError
-	switch {
-	case err == nil:
-		return ExitOK, stdout.String(), stderr.String()
-	case errors.As(err, &ue):
-		return ExitUsage, stdout.String(), stderr.String() + err.Error()
-	case errors.As(err, &ee):
-		return ee.code, stdout.String(), stderr.String()
-	}
-	return ExitFailure, stdout.String(), stderr.String() + err.Error()
+	code := Run(append([]string{"hook", "install", "--runtime", runtimeContainerd}, args...), strings.NewReader(""), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
 }
 
 // containerdFixture is a containerd configuration and the programs to install, all in a temp dir.
