@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"github.com/karmor/karmor/internal/install"
 	"github.com/karmor/karmor/internal/nri"
 	"github.com/karmor/karmor/internal/testutil"
