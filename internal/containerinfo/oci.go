@@ -16,7 +16,7 @@ import (
 const (
 	// KubeArmor's explicit container name wins over every other source.
 	AnnotationKubeArmorName = "kubearmor.io/container.name"
-	// Pod labels as a JSON object, added by karmor's NRI plugin.
+	// Pod labels as a JSON object, added by karmor's NRI plugin; ignored when CRI-O's are there.
 	AnnotationPodLabels = "karmor.io/pod-labels"
 
 	// CRI-O.
@@ -108,28 +108,25 @@ func FromOCI(state *rspec.State, spec *rspec.Spec) agentapi.Container {
 	return c
 }
 
-// podLabels merges CRI-O's label annotation and karmor's pod-labels annotation (which wins, as
-// it is what karmor's own NRI plugin saw), bounded like annotations. Malformed JSON is ignored:
+// podLabels returns the pod's labels, bounded like annotations: CRI-O's label annotation when it is
+// there, else karmor's pod-labels annotation (added by karmor-nri under containerd). CRI-O's wins
+// and the two are never merged because CRI-O copies a pod's own annotations into the spec: a pod
+// could otherwise write karmor.io/pod-labels itself and choose which policies select it. Under
+// containerd, karmor-nri overwrites whatever the pod wrote there. Malformed JSON is ignored:
 // labels are an optional refinement, not a reason to lose the event.
 func podLabels(ann map[string]string) map[string]string {
-	out := map[string]string{}
 	for _, key := range []string{AnnotationCRIOLabels, AnnotationPodLabels} {
-		raw := ann[key]
-		if raw == "" || len(raw) > MaxValueBytes {
+		raw, ok := ann[key]
+		if !ok {
 			continue
 		}
 		var m map[string]string
-		if err := json.Unmarshal([]byte(raw), &m); err != nil {
-			continue
+		if len(raw) > MaxValueBytes || json.Unmarshal([]byte(raw), &m) != nil || len(m) == 0 {
+			return nil
 		}
-		for k, v := range m {
-			out[k] = v
-		}
+		return boundMap(m, MaxLabels, MaxLabelValueBytes, 0)
 	}
-	if len(out) == 0 {
-		return nil
-	}
-	return boundMap(out, MaxLabels, MaxLabelValueBytes, 0)
+	return nil
 }
 
 // BoundAnnotations returns a copy of m within the annotation bounds (nil when empty).

@@ -94,13 +94,22 @@ func TestFromOCINamePrecedenceAndBadLabels(t *testing.T) {
 	if c.Labels != nil || !c.Created.IsZero() {
 		t.Errorf("malformed labels or time were used: %v %v", c.Labels, c.Created)
 	}
-	// CRI-O labels and karmor pod labels merge; karmor's win.
+	// Under CRI-O a pod's own annotations reach the spec, so karmor.io/pod-labels is the pod's
+	// word, not the runtime's: CRI-O's labels win and nothing of the other is merged in.
 	c = FromOCI(&rspec.State{ID: "c4", Annotations: map[string]string{
-		"io.kubernetes.cri-o.Labels": `{"app":"old","x":"1"}`,
-		"karmor.io/pod-labels":       `{"app":"new"}`,
+		"io.kubernetes.cri-o.Labels": `{"app":"web","x":"1"}`,
+		"karmor.io/pod-labels":       `{"app":"trusted","extra":"y"}`,
 	}}, nil)
-	if c.Labels["app"] != "new" || c.Labels["x"] != "1" {
-		t.Errorf("merged labels %v", c.Labels)
+	if c.Labels["app"] != "web" || c.Labels["x"] != "1" || len(c.Labels) != 2 {
+		t.Errorf("labels %v, want CRI-O's alone", c.Labels)
+	}
+	// A malformed CRI-O label annotation does not let the pod's annotation stand in for it.
+	c = FromOCI(&rspec.State{ID: "c5", Annotations: map[string]string{
+		"io.kubernetes.cri-o.Labels": `{"app":`,
+		"karmor.io/pod-labels":       `{"app":"trusted"}`,
+	}}, nil)
+	if c.Labels != nil {
+		t.Errorf("labels %v, want none", c.Labels)
 	}
 }
 
