@@ -41,8 +41,8 @@ func HooksFileName(stage string) string { return "karmor-" + stage + ".json" }
 // maxHooksFileBytes bounds a hooks.d file read back by Uninstall and Status.
 const maxHooksFileBytes = 64 << 10
 
-// maxHookBinaryBytes bounds the binary copied into place.
-const maxHookBinaryBytes = 256 << 20
+// MaxProgramBytes bounds a program copied into place.
+const MaxProgramBytes = 256 << 20
 
 // Options is what Install needs.
 type Options struct {
@@ -76,7 +76,7 @@ func Install(opts Options) (*Installed, error) {
 		return nil, err
 	}
 	res := &Installed{Binary: opts.Hook.Path, HooksDir: dir}
-	res.BinaryCopied, err = copyBinary(opts.HookBinary, opts.Hook.Path)
+	res.BinaryCopied, err = CopyProgram(opts.HookBinary, opts.Hook.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -113,15 +113,15 @@ func hooksDir(runtime, dir string) (string, error) {
 	return DefaultHooksDirFor(runtime)
 }
 
-// copyBinary puts a copy of src at dst, atomically, mode 0755. It copies nothing when src is
-// dst already, and reports whether it copied.
-func copyBinary(src, dst string) (bool, error) {
+// CopyProgram puts a copy of the program src at dst, atomically, mode 0755, creating dst's
+// directory. It copies nothing when src is dst already, and reports whether it copied.
+func CopyProgram(src, dst string) (bool, error) {
 	if src == "" {
-		return false, errors.New("no karmor-hook binary to install: pass its path")
+		return false, fmt.Errorf("no program to install at %s: pass its path", dst)
 	}
 	in, err := os.Open(src)
 	if err != nil {
-		return false, fmt.Errorf("open the karmor-hook to install: %w", err)
+		return false, fmt.Errorf("open the program to install: %w", err)
 	}
 	defer in.Close()
 	sfi, err := in.Stat()
@@ -131,8 +131,8 @@ func copyBinary(src, dst string) (bool, error) {
 	if !sfi.Mode().IsRegular() {
 		return false, fmt.Errorf("%s is not a regular file", src)
 	}
-	if sfi.Size() > maxHookBinaryBytes {
-		return false, fmt.Errorf("%s is %d bytes, more than a karmor-hook can be (%d)", src, sfi.Size(), maxHookBinaryBytes)
+	if sfi.Size() > MaxProgramBytes {
+		return false, fmt.Errorf("%s is %d bytes, more than a karmor program can be (%d)", src, sfi.Size(), MaxProgramBytes)
 	}
 	if dfi, err := os.Stat(dst); err == nil && os.SameFile(sfi, dfi) {
 		return false, nil
@@ -141,11 +141,11 @@ func copyBinary(src, dst string) (bool, error) {
 		return false, fmt.Errorf("create %s: %w", filepath.Dir(dst), err)
 	}
 	err = writeAtomic(dst, 0o755, func(w io.Writer) error {
-		_, err := io.Copy(w, io.LimitReader(in, maxHookBinaryBytes))
+		_, err := io.Copy(w, io.LimitReader(in, MaxProgramBytes))
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("install karmor-hook: %w", err)
+		return false, fmt.Errorf("install %s: %w", dst, err)
 	}
 	return true, nil
 }

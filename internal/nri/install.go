@@ -29,9 +29,6 @@ const (
 	SystemdUnitName   = "karmor-nri.service"
 )
 
-// maxProgramBytes bounds a program copied into place.
-const maxProgramBytes = 256 << 20
-
 // InstallOptions is what Install needs.
 type InstallOptions struct {
 	// Hook is how karmor-hook runs; HookBinary is the karmor-hook copied to Hook.Path.
@@ -101,25 +98,16 @@ func Install(o InstallOptions) (*Installed, error) {
 
 // program copies src to dst atomically, mode 0755, unless they are the same file.
 func (r *Installed) program(src, dst string) error {
-	if src == "" {
-		return fmt.Errorf("no program to install at %s", dst)
-	}
-	sfi, err := os.Stat(src)
-	if err != nil {
-		return fmt.Errorf("the program to install: %w", err)
-	}
-	if !sfi.Mode().IsRegular() || sfi.Size() > maxProgramBytes {
-		return fmt.Errorf("%s is not a regular file of at most %d bytes", src, maxProgramBytes)
-	}
-	if dfi, err := os.Stat(dst); err == nil && os.SameFile(sfi, dfi) {
-		r.Kept = append(r.Kept, dst)
-		return nil
-	}
-	data, err := os.ReadFile(src)
+	copied, err := install.CopyProgram(src, dst)
 	if err != nil {
 		return err
 	}
-	return r.file(dst, data, 0o755)
+	if copied {
+		r.Written = append(r.Written, dst)
+	} else {
+		r.Kept = append(r.Kept, dst)
+	}
+	return nil
 }
 
 // file writes path atomically, creating its directory.
