@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/karmor/karmor/internal/readlimit"
 )
 
 // Where containerd and NRI keep things unless configured otherwise.
@@ -169,7 +170,7 @@ func loadConfigFiles(path string) ([]*containerdConfigFile, error) {
 			return nil, fmt.Errorf("containerd config %s imports more than %d files", path, maxConfigImports)
 		}
 		loaded[p] = true
-		data, err := readBounded(p, maxConfigBytes)
+		data, err := readlimit.File(p, maxConfigBytes)
 		if err != nil {
 			if p == path && errors.Is(err, os.ErrNotExist) {
 				return nil, nil
@@ -198,22 +199,6 @@ func loadConfigFiles(path string) ([]*containerdConfigFile, error) {
 		}
 	}
 	return files, nil
-}
-
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
 }
 
 // evaluate merges the NRI settings of the files (a later file's section replaces an earlier one,

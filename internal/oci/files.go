@@ -3,11 +3,10 @@ package oci
 import (
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 
+	"github.com/karmor/karmor/internal/readlimit"
 	"github.com/karmor/karmor/pkg/policy"
 )
 
@@ -50,8 +49,8 @@ func LoadFiles(paths []string, maxFileSize int64) ([]File, error) {
 		if other, dup := byName[name]; dup {
 			return fmt.Errorf("two files are named %s (%s and %s): layer titles must be unique, rename one", name, other, path)
 		}
-		data, err := readFileLimited(path, maxFileSize)
-		if errors.Is(err, errFileTooBig) {
+		data, err := readlimit.File(path, maxFileSize)
+		if errors.Is(err, readlimit.ErrTooLarge) {
 			return fmt.Errorf("%w: pull refuses bigger layers unless given a higher --max-layer-size", err)
 		}
 		if err != nil {
@@ -75,7 +74,7 @@ func LoadFiles(paths []string, maxFileSize int64) ([]File, error) {
 			}
 			continue
 		}
-		found, err := policyFilesIn(root)
+		found, err := policy.FindFiles(root)
 		if err != nil {
 			return nil, err
 		}
@@ -89,49 +88,4 @@ func LoadFiles(paths []string, maxFileSize int64) ([]File, error) {
 		}
 	}
 	return files, nil
-}
-
-// policyFilesIn lists the *.yaml and *.yml regular files under dir, following symlinks
-// to files but not to directories (so a loop cannot trap the walk).
-func policyFilesIn(dir string) ([]string, error) {
-	var found []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() || !policy.IsPolicyFileName(d.Name()) {
-			return nil
-		}
-		info, err := os.Stat(path) // follows a symlink to see what it names
-		if err != nil {
-			return err
-		}
-		if info.Mode().IsRegular() {
-			found = append(found, path)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("walk %s: %w", dir, err)
-	}
-	return found, nil
-}
-
-var errFileTooBig = errors.New("file is bigger than the limit")
-
-// readFileLimited reads a whole file, refusing one bigger than limit bytes.
-func readFileLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: %w of %d bytes", path, errFileTooBig, limit)
-	}
-	return data, nil
 }

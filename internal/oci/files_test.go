@@ -48,7 +48,7 @@ func TestLoadFilesRefuses(t *testing.T) {
 	}{
 		{nil, "no policy file given"},
 		{[]string{root + "/one", root + "/two"}, "two files are named p.yaml"},
-		{[]string{root + "/big.yaml"}, "bigger than the limit"},
+		{[]string{root + "/big.yaml"}, "larger than the limit"},
 		{[]string{root + "/empty"}, "holds no *.yaml"},
 		{[]string{root + "/missing.yaml"}, "no such file"},
 	}

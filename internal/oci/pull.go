@@ -8,6 +8,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/karmor/karmor/internal/readlimit"
 )
 
 // PullOptions configures Pull.
@@ -86,7 +88,7 @@ func existingFile(dir string, limit int64) func(string, ocispec.Descriptor) ([]b
 		if err != nil || !info.Mode().IsRegular() || info.Size() != layer.Size {
 			return nil, false
 		}
-		data, err := readFileLimited(path, limit)
+		data, err := readlimit.File(path, limit)
 		if err != nil {
 			return nil, false
 		}

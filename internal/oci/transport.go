@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/karmor/karmor/internal/readlimit"
 	"github.com/karmor/karmor/internal/version"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -169,7 +170,7 @@ func newHTTPTransport(opts TransportOptions) (*http.Transport, error) {
 
 // certPoolWith returns the system roots plus the certificates in caFile.
 func certPoolWith(caFile string) (*x509.CertPool, error) {
-	pem, err := readFileLimited(caFile, maxCAFileSize)
+	pem, err := readlimit.File(caFile, maxCAFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("read --ca-file: %w", err)
 	}

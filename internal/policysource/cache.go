@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/karmor/karmor/internal/oci"
+	"github.com/karmor/karmor/internal/readlimit"
 )
 
 // cacheVersion is the format of cache files; a file of another version is ignored.
@@ -48,7 +49,7 @@ func cachePath(dir, ref string) string {
 func readCache(dir, ref string, maxSize int64) (*cacheRecord, error) {
 	path := cachePath(dir, ref)
 	// base64 turns 3 bytes into 4; allow that plus room for names and digests.
-	data, err := readBounded(path, maxSize/3*4+(1<<20))
+	data, err := readlimit.File(path, maxSize/3*4+(1<<20))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

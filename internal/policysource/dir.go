@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/karmor/karmor/internal/readlimit"
 	"github.com/karmor/karmor/pkg/policy"
 )
 
@@ -229,7 +229,7 @@ func (d *Dir) load(l listing) (*Content, error) {
 	var total int64
 	sum := sha256.New()
 	for _, f := range l {
-		data, err := readBounded(f.path, d.opts.MaxFileSize)
+		data, err := readlimit.File(f.path, d.opts.MaxFileSize)
 		if err != nil {
 			return nil, fmt.Errorf("policy directory: %w", err)
 		}
@@ -248,21 +248,4 @@ func (d *Dir) load(l listing) (*Content, error) {
 		Location:  d.opts.Path,
 		Documents: docs,
 	}, nil
-}
-
-// readBounded reads a whole file, refusing one larger than limit.
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, nil
 }

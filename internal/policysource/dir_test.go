@@ -172,7 +172,7 @@ func TestDirBounds(t *testing.T) {
 
 	big, err := NewDir(DirOptions{Path: dir, MaxFileSize: 64})
 	must(t, err)
-	if _, err := big.Load(context.Background()); err == nil || !strings.Contains(err.Error(), "larger than 64 bytes") {
+	if _, err := big.Load(context.Background()); err == nil || !strings.Contains(err.Error(), "larger than the limit of 64 bytes") {
 		t.Errorf("file size bound: %v", err)
 	}
 	many, err := NewDir(DirOptions{Path: dir, MaxFiles: 1})

@@ -1,12 +1,14 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/karmor/karmor/internal/readlimit"
 )
 
 // ParseFiles parses and validates files and, recursively, the *.yaml and *.yml files in
@@ -16,7 +18,7 @@ import (
 func ParseFiles(paths []string, opts Options) ([]Document, error) {
 	var docs []Document
 	for _, p := range paths {
-		files, err := policyFiles(p)
+		files, err := FindFiles(p)
 		if err != nil {
 			return docs, err
 		}
@@ -37,9 +39,11 @@ func IsPolicyFileName(name string) bool {
 	return ext == ".yaml" || ext == ".yml"
 }
 
-// policyFiles lists p itself when it is a file, or the policy files under it when it is a directory.
-// Symbolic links to files are followed; links to directories are not, so a loop cannot trap the walk.
-func policyFiles(p string) ([]string, error) {
+// FindFiles lists p itself when it is a file, or the regular *.yaml and *.yml files under it,
+// recursively and in lexical order, when it is a directory: the files `karmor policy validate`,
+// `karmor oci push` and karmord's directory source read. Symbolic links to files are followed;
+// links to directories are not, so a loop cannot trap the walk.
+func FindFiles(p string) ([]string, error) {
 	info, err := os.Stat(p)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read policies: %w", err)
@@ -55,16 +59,13 @@ func policyFiles(p string) ([]string, error) {
 		if d.IsDir() || !IsPolicyFileName(d.Name()) {
 			return nil
 		}
-		if d.Type()&fs.ModeSymlink != 0 {
-			target, err := os.Stat(path)
-			if err != nil {
-				return fmt.Errorf("cannot read policies: %w", err)
-			}
-			if target.IsDir() {
-				return nil
-			}
+		target, err := os.Stat(path) // follows a symlink to see what it names
+		if err != nil {
+			return fmt.Errorf("cannot read policies: %w", err)
 		}
-		files = append(files, path)
+		if target.Mode().IsRegular() {
+			files = append(files, path)
+		}
 		return nil
 	})
 	return files, err
@@ -72,22 +73,16 @@ func policyFiles(p string) ([]string, error) {
 
 // parseFile reads one file, refusing to read more than the size limit, and parses it.
 func parseFile(name string, opts Options) ([]Document, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read policies: %w", err)
-	}
-	defer f.Close()
 	limit := opts.maxFileSize()
-	if info, err := f.Stat(); err == nil && info.Mode().IsRegular() && info.Size() > limit {
+	if info, err := os.Stat(name); err == nil && info.Mode().IsRegular() && info.Size() > limit {
 		return []Document{fileTooBig(name, info.Size(), limit)}, nil
 	}
-	// Read one byte past the limit so that a file that grew, or a device, is caught too.
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("cannot read policies: %s: %w", name, err)
-	}
-	if int64(len(data)) > limit {
+	data, err := readlimit.File(name, limit)
+	if errors.Is(err, readlimit.ErrTooLarge) {
 		return []Document{fileTooBig(name, -1, limit)}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read policies: %w", err)
 	}
 	return ParseBytes(name, data, opts), nil
 }
