@@ -36,6 +36,11 @@ func (s samples) report(b *testing.B) {
 	b.ReportMetric(ms(sorted[len(sorted)*9/10]), "ms-p90")
 }
 
+// startKarmord starts a karmord that learns containers only from karmor-hook.
+func startKarmord(b *testing.B) *testutil.Karmord {
+	return testutil.NewKarmord(b, testutil.KarmordOptions{Args: []string{"--reconcile-interval", "1h"}, Start: true})
+}
+
 func hookConfig(b *testing.B, k *testutil.Karmord) install.HookConfig {
 	h := install.DefaultHookConfig()
 	h.Path = testutil.Binary(b, "karmor-hook")
@@ -46,7 +51,7 @@ func hookConfig(b *testing.B, k *testutil.Karmord) install.HookConfig {
 // BenchmarkPodStart starts pods one after the other in three set-ups, side by side in one run.
 func BenchmarkPodStart(b *testing.B) {
 	testutil.RequireContainerd(b)
-	k := testutil.StartKarmord(b)
+	k := startKarmord(b)
 	hook := hookConfig(b, k)
 	c := testutil.StartContainerd(b, testutil.ContainerdOptions{})
 
@@ -126,7 +131,7 @@ func BenchmarkPodStart(b *testing.B) {
 func BenchmarkRuncCommand(b *testing.B) {
 	testutil.RequireRoot(b)
 	runc := testutil.RequireCommand(b, "runc", "apt-get install runc")
-	k := testutil.StartKarmord(b)
+	k := startKarmord(b)
 	wrapper := testutil.Binary(b, "karmor-runc")
 	root := b.TempDir()
 	cfgPath := filepath.Join(b.TempDir(), "karmor-runc.json")

@@ -19,8 +19,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/karmor/karmor/pkg/agentapi"
 )
 
 // The containerd the tests run: built from the Go module proxy (see ../shared/docs/runtimes.md),
@@ -134,12 +132,12 @@ func StartContainerd(t testing.TB, opts ContainerdOptions) *Containerd {
 		c.Stop(t)
 		c.unmountUnder()
 		if t.Failed() {
-			t.Logf("containerd log (%s), last lines:\n%s", c.LogPath, tailFile(c.LogPath, 40))
+			t.Logf("containerd log (%s), last lines:\n%s", c.LogPath, TailFile(c.LogPath, 40))
 		}
 		_ = os.RemoveAll(dir)
 	})
 	if err := c.start(opts); err != nil {
-		t.Fatalf("start containerd: %v\nlog:\n%s", err, tailFile(c.LogPath, 40))
+		t.Fatalf("start containerd: %v\nlog:\n%s", err, TailFile(c.LogPath, 40))
 	}
 	if err := c.importSandboxImage(t); err != nil {
 		t.Fatalf("import sandbox image: %v", err)
@@ -156,7 +154,7 @@ func (c *Containerd) Restart(t testing.TB, opts ContainerdOptions) {
 	t.Helper()
 	c.Stop(t)
 	if err := c.start(opts); err != nil {
-		t.Fatalf("restart containerd: %v\nlog:\n%s", err, tailFile(c.LogPath, 40))
+		t.Fatalf("restart containerd: %v\nlog:\n%s", err, TailFile(c.LogPath, 40))
 	}
 }
 
@@ -605,68 +603,4 @@ func withPath(env []string, dir string) []string {
 		out = append(out, "PATH="+dir+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	}
 	return out
-}
-
-// tailFile returns the last n lines of a file, for failure messages.
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(%v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// Karmord is a real karmord started for a test, with its own socket, spool and state.
-type Karmord struct {
-	Dir, Socket, SpoolDir, LogPath string
-}
-
-// StartKarmord starts karmord (built by Binary) reconciling with no runtime root, so that every
-// container it knows comes from karmor-hook, and waits until it answers. It stops with the test.
-func StartKarmord(t testing.TB) *Karmord {
-	t.Helper()
-	bin := Binary(t, "karmord")
-	dir, err := os.MkdirTemp("", "kd-") // short: unix socket paths are limited to 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &Karmord{Dir: dir, Socket: filepath.Join(dir, "karmor.sock"), SpoolDir: filepath.Join(dir, "spool"), LogPath: filepath.Join(dir, "karmord.log")}
-	empty := filepath.Join(dir, "no-runtime")
-	if err := os.MkdirAll(empty, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(k.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--socket", k.Socket, "--spool-dir", k.SpoolDir, "--state-dir", filepath.Join(dir, "state"),
-		"--runtime-root", empty, "--reconcile-interval", "1h", "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			t.Logf("karmord log, last lines:\n%s", tailFile(k.LogPath, 30))
-		}
-		os.RemoveAll(dir)
-	})
-	client := agentapi.NewClient(k.Socket)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := client.List(context.Background()); err == nil {
-			return k
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("karmord did not answer within 20s:\n%s", tailFile(k.LogPath, 30))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

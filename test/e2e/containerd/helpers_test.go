@@ -1,7 +1,6 @@
 package containerd
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,18 +21,18 @@ import (
 // karmord is a real karmord for one test, and the events it streamed.
 type karmord struct {
 	*testutil.Karmord
-	Client *agentapi.Client
 
 	mu     sync.Mutex
 	events []agentapi.Event
 	cond   chan struct{} // closed and replaced on each new event
 }
 
-// startKarmord starts karmord (see testutil.StartKarmord) and follows its event stream.
+// startKarmord starts a karmord that learns containers only from karmor-hook (see
+// testutil.Karmord) and follows its event stream.
 func startKarmord(t *testing.T) *karmord {
 	t.Helper()
-	k := &karmord{Karmord: testutil.StartKarmord(t), cond: make(chan struct{})}
-	k.Client = agentapi.NewClient(k.Socket)
+	kd := testutil.NewKarmord(t, testutil.KarmordOptions{Args: []string{"--reconcile-interval", "1h"}, Start: true})
+	k := &karmord{Karmord: kd, cond: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	watchDone := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-watchDone }) // runs before karmord stops
@@ -128,8 +127,7 @@ func startNRIPlugin(t *testing.T, socket string, h install.HookConfig) *nriPlugi
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
-			b, _ := os.ReadFile(p.logPath)
-			t.Logf("karmor-nri log:\n%s", tail(string(b), 30))
+			t.Logf("karmor-nri log:\n%s", testutil.TailFile(p.logPath, 30))
 		}
 	})
 	return p
@@ -156,7 +154,7 @@ func (p *nriPlugin) waitConfigured(t *testing.T, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("karmor-nri was not configured %d times within 30s:\n%s", n, tail(string(b), 20))
+			t.Fatalf("karmor-nri was not configured %d times within 30s:\n%s", n, testutil.TailFile(p.logPath, 20))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -185,19 +183,6 @@ func runtimeSpec(t *testing.T, c *testutil.Containerd, id string) (annotations m
 		hookPaths = append(hookPaths, h.Path)
 	}
 	return info.Info.RuntimeSpec.Annotations, hookPaths
-}
-
-func tail(s string, n int) string {
-	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // run runs a command and returns stdout, stderr and the exit code (-1 when it could not start).
