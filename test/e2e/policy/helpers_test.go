@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	rspec "github.com/opencontainers/runtime-spec/specs-go"
-
 	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
@@ -124,101 +122,20 @@ func push(t *testing.T, ref string, skipValidate bool, files ...string) string {
 	return digest
 }
 
-// karmord is the real karmord binary with private paths; it can be stopped and started again
-// on the same state.
+// karmord is a real karmord (see testutil.Karmord) with the policy checks of these tests.
 type karmord struct {
-	Socket  string
-	dir     string
-	args    []string
-	env     []string
-	logPath string
-	cmd     *exec.Cmd
-	exited  chan error
-	Client  *agentapi.Client
+	*testutil.Karmord
 }
 
-// newKarmord prepares a karmord with extra flags; it is not started. runtimeRoot is the runc
-// state root it reconciles with ("" for none).
+// newKarmord prepares a karmord with extra flags, in the programs' isolated environment; it is
+// not started. runtimeRoot is the runc state root it reconciles with ("" for none).
 func newKarmord(t *testing.T, runtimeRoot string, extra ...string) *karmord {
 	t.Helper()
-	// Short: unix socket paths are limited to 108 bytes.
-	dir, err := os.MkdirTemp("", "kp-")
-	if err != nil {
-		t.Fatal(err)
+	opts := testutil.KarmordOptions{Args: extra, Env: isolatedEnv(t)}
+	if runtimeRoot != "" {
+		opts.RuntimeRoots = []string{runtimeRoot}
 	}
-	if runtimeRoot == "" {
-		runtimeRoot = filepath.Join(dir, "no-runtime")
-	}
-	k := &karmord{Socket: filepath.Join(dir, "k.sock"), dir: dir, logPath: filepath.Join(dir, "karmord.log"), env: isolatedEnv(t)}
-	k.args = append([]string{"--socket", k.Socket, "--spool-dir", filepath.Join(dir, "spool"), "--state-dir", filepath.Join(dir, "state"),
-		"--runtime-root", runtimeRoot, "--log-level", "debug"}, extra...)
-	k.Client = agentapi.NewClient(k.Socket)
-	k.Client.Timeout = 10 * time.Second
-	t.Cleanup(func() {
-		k.stop(t)
-		if t.Failed() {
-			b, _ := os.ReadFile(k.logPath)
-			t.Logf("karmord log (last lines):\n%s", tail(string(b), 40))
-		}
-		os.RemoveAll(dir)
-	})
-	return k
-}
-
-// start runs karmord and returns once it answers.
-func (k *karmord) start(t *testing.T) {
-	t.Helper()
-	logf, err := os.OpenFile(k.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	k.cmd = exec.Command(testutil.Binary(t, "karmord"), k.args...)
-	k.cmd.Env = k.env
-	k.cmd.Stdout, k.cmd.Stderr = logf, logf
-	if err := k.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	k.exited = make(chan error, 1)
-	go func() { k.exited <- k.cmd.Wait() }()
-	until := time.Now().Add(deadline)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := k.Client.List(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case werr := <-k.exited:
-			b, _ := os.ReadFile(k.logPath)
-			k.cmd = nil
-			t.Fatalf("karmord exited (%v):\n%s", werr, tail(string(b), 30))
-		default:
-		}
-		if time.Now().After(until) {
-			t.Fatalf("karmord did not answer within %v: %v", deadline, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop ends karmord with SIGTERM, if it runs, and checks that it exits cleanly.
-func (k *karmord) stop(t *testing.T) {
-	t.Helper()
-	if k.cmd == nil {
-		return
-	}
-	_ = k.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-k.exited:
-		if err != nil {
-			t.Errorf("karmord exited with %v after SIGTERM", err)
-		}
-	case <-time.After(deadline):
-		t.Errorf("karmord did not exit within %v of SIGTERM", deadline)
-	}
-	k.cmd = nil
+	return &karmord{testutil.NewKarmord(t, opts)}
 }
 
 // policyState is `karmor policy list -o json`.
@@ -368,63 +285,4 @@ func (w *watchLog) wait(t *testing.T, what string, ok func(map[string]any) bool)
 func policyChange(l map[string]any) map[string]any {
 	pc, _ := l["policy_change"].(map[string]any)
 	return pc
-}
-
-// hookedBundle makes a busybox bundle running `sleep 1000` with annotations, whose config.json
-// runs karmor-hook (put there by `karmor hook inject`) reporting to k.
-func hookedBundle(t *testing.T, k *karmord, annotations map[string]string) string {
-	t.Helper()
-	bundle := testutil.Bundle(t, []string{"sleep", "1000"}, func(s *rspec.Spec) { s.Annotations = annotations })
-	out, err := exec.Command(testutil.Binary(t, "karmor"), "hook", "inject", bundle, "--hook-path", testutil.Binary(t, "karmor-hook"),
-		"--socket", k.Socket, "--spool-dir", filepath.Join(k.dir, "spool"), "--timeout", "2s").CombinedOutput()
-	if err != nil {
-		t.Fatalf("karmor hook inject: %v\n%s", err, out)
-	}
-	return bundle
-}
-
-// runcRoot returns a private runc state root whose containers are deleted when the test ends.
-func runcRoot(t *testing.T) string {
-	t.Helper()
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "runc", "apt-get install runc")
-	root, err := os.MkdirTemp("", "kp-runc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		entries, _ := os.ReadDir(root)
-		for _, e := range entries {
-			_ = exec.Command("runc", "--root", root, "delete", "--force", e.Name()).Run()
-		}
-		os.RemoveAll(root)
-	})
-	return root
-}
-
-// runcRun starts a detached container; its output goes to a file so that no pipe stays open.
-func runcRun(t *testing.T, root, bundle, id string) {
-	t.Helper()
-	out, err := os.CreateTemp("", "kp-runc-out-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(out.Name())
-	defer out.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "runc", "--root", root, "run", "-d", "--bundle", bundle, id)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Run(); err != nil {
-		b, _ := os.ReadFile(out.Name())
-		t.Fatalf("runc run %s: %v\n%s", id, err, b)
-	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/karmor/karmor/internal/registrytest"
+	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -21,18 +24,21 @@ const (
 // through karmor-hook matches v1; v2 moves the selector and the match follows within a poll or
 // two, as `karmor containers -o json` and the watch stream show.
 func TestFollowTagWithRunc(t *testing.T) {
-	root := runcRoot(t)
+	r := testutil.NewRunc(t)
 	reg := registrytest.New(t, registrytest.Options{})
 	ref := reg.Host + "/team/policies:prod"
 	v1 := push(t, ref, false, "block-shell.yaml", kspYAML("block-shell", "web"))
 
-	k := newKarmord(t, root, "--policy-ref", ref, "--policy-interval", interval, "--plain-http")
-	k.start(t)
+	k := newKarmord(t, r.Root, "--policy-ref", ref, "--policy-interval", interval, "--plain-http")
+	k.Start(t)
 	k.waitSource(t, "v1 in force", func(s agentapi.PolicySource) bool { return s.Digest == v1 })
 	w := k.watch(t)
 
 	id := fmt.Sprintf("kp%d-web", os.Getpid())
-	runcRun(t, root, hookedBundle(t, k, map[string]string{"app": "web", "kubearmor.io/container.name": "web1"}), id)
+	bundle := testutil.HookedBundle(t, k.Karmord, []string{"sleep", "1000"}, func(s *rspec.Spec) {
+		s.Annotations = map[string]string{"app": "web", "kubearmor.io/container.name": "web1"}
+	})
+	r.Must(t, "run", "-d", "--bundle", bundle, id)
 	k.waitPolicies(t, id, blockShell)
 	listed := w.wait(t, "the container with its policy", func(l map[string]any) bool {
 		c, _ := l["container"].(map[string]any)
@@ -76,7 +82,7 @@ func TestRegistryDownAndInvalidPush(t *testing.T) {
 	ref := reg.Host + "/team/policies:prod"
 	v1 := push(t, ref, false, "block-shell.yaml", kspYAML("block-shell", "web"))
 	k := newKarmord(t, "", "--policy-ref", ref, "--policy-interval", interval, "--plain-http")
-	k.start(t)
+	k.Start(t)
 	k.waitSource(t, "v1 in force", func(s agentapi.PolicySource) bool { return s.Digest == v1 })
 	k.report(t, "c-web", map[string]string{"app": "web"})
 	k.waitPolicies(t, "c-web", blockShell)
@@ -119,12 +125,12 @@ func TestRestartWithoutRegistry(t *testing.T) {
 	ref := reg.Host + "/team/policies:prod"
 	v1 := push(t, ref, false, "block-shell.yaml", kspYAML("block-shell", "web"))
 	k := newKarmord(t, "", "--policy-ref", ref, "--policy-interval", interval, "--plain-http")
-	k.start(t)
+	k.Start(t)
 	k.waitSource(t, "v1 in force", func(s agentapi.PolicySource) bool { return s.Digest == v1 })
-	k.stop(t)
+	k.Stop(t)
 	reg.Close()
 
-	k.start(t)
+	k.Start(t)
 	s := k.policyState(t)
 	if len(s.Sources) != 1 || s.Sources[0].Digest != v1 || !s.Sources[0].FromCache || len(s.Policies) != 1 || s.Generation != 1 {
 		t.Fatalf("first answer of the restarted karmord: %+v", s)
@@ -143,7 +149,7 @@ func TestRestartWithoutRegistry(t *testing.T) {
 func TestDirectorySource(t *testing.T) {
 	dir := policyDir(t, "block-shell.yaml", kspYAML("block-shell", "web"))
 	k := newKarmord(t, "", "--policy-dir", dir)
-	k.start(t)
+	k.Start(t)
 	k.report(t, "c-web", map[string]string{"app": "web"})
 	k.waitPolicies(t, "c-web", blockShell)
 
