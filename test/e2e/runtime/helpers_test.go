@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -18,108 +15,15 @@ import (
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
-// karmord is the real karmord binary with private paths; it can be started, killed and
-// restarted on the same socket, spool and state.
+// karmord is a real karmord (see testutil.Karmord) with the table checks of these tests.
 type karmord struct {
-	bin      string
-	Socket   string
-	SpoolDir string
-	StateDir string
-	LogPath  string
-	extra    []string
-	runtime  string
-	cmd      *exec.Cmd
-	exited   chan error
-	Client   *agentapi.Client
+	*testutil.Karmord
 }
 
 // newKarmord prepares a karmord reconciling with runtimeRoot; it is not started.
 func newKarmord(t *testing.T, runtimeRoot string, extra ...string) *karmord {
 	t.Helper()
-	// Short: unix socket paths are limited to 108 bytes.
-	dir, err := os.MkdirTemp("", "kr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &karmord{bin: testutil.Binary(t, "karmord"), Socket: filepath.Join(dir, "run", "karmor.sock"), SpoolDir: filepath.Join(dir, "spool"),
-		StateDir: filepath.Join(dir, "state"), LogPath: filepath.Join(dir, "karmord.log"), extra: extra, runtime: runtimeRoot}
-	k.Client = agentapi.NewClient(k.Socket)
-	t.Cleanup(func() {
-		k.stop(t)
-		if t.Failed() {
-			b, _ := os.ReadFile(k.LogPath)
-			t.Logf("karmord log (last lines):\n%s", tail(string(b), 60))
-		}
-		os.RemoveAll(dir)
-	})
-	return k
-}
-
-// start runs karmord and waits until it answers.
-func (k *karmord) start(t *testing.T) {
-	t.Helper()
-	logf, err := os.OpenFile(k.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	args := append([]string{"--socket", k.Socket, "--spool-dir", k.SpoolDir, "--state-dir", k.StateDir,
-		"--runtime-root", k.runtime, "--log-level", "debug"}, k.extra...)
-	k.cmd = exec.Command(k.bin, args...)
-	k.cmd.Stdout, k.cmd.Stderr = logf, logf
-	if err := k.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- k.cmd.Wait() }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := k.Client.List(ctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case werr := <-exited:
-			b, _ := os.ReadFile(k.LogPath)
-			k.cmd = nil
-			t.Fatalf("karmord exited (%v):\n%s", werr, tail(string(b), 30))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("karmord did not answer within 20s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// The goroutine above waits for the process; signal reads its result.
-	k.exited = exited
-}
-
-// kill ends karmord with SIGKILL: no cleanup, its socket stays behind.
-func (k *karmord) kill(t *testing.T) {
-	t.Helper()
-	k.signal(t, syscall.SIGKILL)
-}
-
-// stop ends karmord with SIGTERM, if it runs.
-func (k *karmord) stop(t *testing.T) {
-	t.Helper()
-	k.signal(t, syscall.SIGTERM)
-}
-
-func (k *karmord) signal(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if k.cmd == nil {
-		return
-	}
-	_ = syscall.Kill(k.cmd.Process.Pid, sig)
-	select {
-	case <-k.exited:
-	case <-time.After(20 * time.Second):
-		t.Errorf("karmord did not exit within 20s of %v", sig)
-	}
-	k.cmd = nil
+	return &karmord{testutil.NewKarmord(t, testutil.KarmordOptions{RuntimeRoots: []string{runtimeRoot}, Args: extra})}
 }
 
 func (k *karmord) list(t *testing.T) []agentapi.Container {
@@ -215,88 +119,10 @@ func (l *eventLog) wait(t *testing.T, kind, id string) agentapi.Event {
 	}
 }
 
-// runc drives real runc with a private state root.
-type runc struct {
-	root string
-}
-
-func newRunc(t *testing.T) *runc {
-	t.Helper()
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "runc", "apt-get install runc")
-	root, err := os.MkdirTemp("", "kr-runc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &runc{root: root}
-	t.Cleanup(func() {
-		for id := range r.listAll(t) {
-			_ = exec.Command("runc", "--root", root, "delete", "--force", id).Run()
-		}
-		os.RemoveAll(root)
-	})
-	return r
-}
-
-// run runs runc with output through a file: a detached container inherits runc's stdout and
-// would hold a pipe open.
-func (r *runc) run(args ...string) (string, error) {
-	out, err := os.CreateTemp("", "kr-runc-out-")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(out.Name())
-	defer out.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "runc", append([]string{"--root", r.root}, args...)...)
-	cmd.Stdout, cmd.Stderr = out, out
-	err = cmd.Run()
-	b, _ := os.ReadFile(out.Name())
-	if err != nil {
-		return string(b), fmt.Errorf("runc %s: %w\n%s", strings.Join(args, " "), err, b)
-	}
-	return string(b), nil
-}
-
-func (r *runc) must(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := r.run(args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// runcEntry is one line of `runc list --format json`.
-type runcEntry struct {
-	ID     string `json:"id"`
-	PID    int    `json:"pid"`
-	Status string `json:"status"`
-}
-
-// listAll returns every container runc knows under the root, by id.
-func (r *runc) listAll(t *testing.T) map[string]runcEntry {
-	t.Helper()
-	out, err := exec.Command("runc", "--root", r.root, "list", "--format", "json").Output()
-	if err != nil {
-		t.Fatalf("runc list: %v", err)
-	}
-	var entries []runcEntry
-	if err := json.Unmarshal(out, &entries); err != nil {
-		t.Fatalf("runc list: %v\n%s", err, out)
-	}
-	m := map[string]runcEntry{}
-	for _, e := range entries {
-		m[e.ID] = e
-	}
-	return m
-}
-
 // live returns the ids of the containers runc says are running (or created: their init runs).
-func (r *runc) live(t *testing.T) map[string]runcEntry {
+func live(t *testing.T, r *testutil.Runc) map[string]testutil.RuncEntry {
 	t.Helper()
-	m := r.listAll(t)
+	m := r.List(t)
 	for id, e := range m {
 		if e.Status != "running" && e.Status != "created" {
 			delete(m, id)
@@ -305,28 +131,23 @@ func (r *runc) live(t *testing.T) map[string]runcEntry {
 	return m
 }
 
-func (r *runc) pid(t *testing.T, id string) int {
+// initPID is the pid of container id's init, as `runc state` says.
+func initPID(t *testing.T, r *testutil.Runc, id string) int {
 	t.Helper()
 	var st struct {
 		Pid int `json:"pid"`
 	}
-	if err := json.Unmarshal([]byte(r.must(t, "state", id)), &st); err != nil {
+	if err := json.Unmarshal([]byte(r.Must(t, "state", id)), &st); err != nil {
 		t.Fatal(err)
 	}
 	return st.Pid
 }
 
-// hookedBundle makes a busybox bundle running args whose config.json runs karmor-hook, put there
-// by `karmor hook inject`, reporting to k.
+// hookedBundle makes a busybox bundle running args whose config.json runs karmor-hook reporting
+// to k (see testutil.HookedBundle).
 func hookedBundle(t *testing.T, k *karmord, args ...string) string {
 	t.Helper()
-	bundle := testutil.Bundle(t, args, nil)
-	out, err := exec.Command(testutil.Binary(t, "karmor"), "hook", "inject", bundle, "--hook-path", testutil.Binary(t, "karmor-hook"),
-		"--socket", k.Socket, "--spool-dir", k.SpoolDir, "--timeout", "2s").CombinedOutput()
-	if err != nil {
-		t.Fatalf("karmor hook inject: %v\n%s", err, out)
-	}
-	return bundle
+	return testutil.HookedBundle(t, k.Karmord, args, nil)
 }
 
 // nsInode is the inode of /proc/<pid>/ns/<kind>.
@@ -354,12 +175,4 @@ func tableIDs(list []agentapi.Container) string {
 		m[c.ID] = true
 	}
 	return sortedIDs(m)
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

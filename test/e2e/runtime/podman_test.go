@@ -61,7 +61,7 @@ func TestPodmanNameSeenByKarmord(t *testing.T) {
 
 	noRuntime := t.TempDir() // karmord learns this container from the hook alone
 	k := newKarmord(t, noRuntime, "--reconcile-interval", "1h")
-	k.start(t)
+	k.Start(t)
 	dir := t.TempDir()
 	hooksDir := filepath.Join(dir, "hooks.d")
 	out, err := exec.Command(testutil.Binary(t, "karmor"), "hook", "install", "--runtime", "podman", "--hooks-dir", hooksDir,

@@ -8,23 +8,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
 // TestRuncStartAndStop: real `runc run` containers with karmor-hook in their config are reported
 // to karmord with the pid runc reports and the namespaces /proc shows; stops remove them.
 func TestRuncStartAndStop(t *testing.T) {
-	r := newRunc(t)
-	k := newKarmord(t, r.root, "--reconcile-interval", "1h")
-	k.start(t)
+	r := testutil.NewRunc(t)
+	k := newKarmord(t, r.Root, "--reconcile-interval", "1h")
+	k.Start(t)
 	events := k.watchEvents(t)
 	long := hookedBundle(t, k, "sleep", "1000")
 	short := hookedBundle(t, k, "sh", "-c", "true")
 	prefix := fmt.Sprintf("e2e%d-", os.Getpid())
 
 	idLong := prefix + "long"
-	r.must(t, "run", "-d", "--bundle", long, idLong)
-	pid := r.pid(t, idLong)
+	r.Must(t, "run", "-d", "--bundle", long, idLong)
+	pid := initPID(t, r, idLong)
 	list := k.waitTable(t, idLong, func(l []agentapi.Container) bool { return find(l, idLong) != nil })
 	c := find(list, idLong)
 	if c.PID != pid || c.Source != agentapi.SourceHook || c.PIDStart == 0 || c.Bundle != long {
@@ -42,7 +43,7 @@ func TestRuncStartAndStop(t *testing.T) {
 	// A short-lived container, run in the foreground: both its start and its stop arrive, and it
 	// is not left in the table.
 	idShort := prefix + "short"
-	r.must(t, "run", "--bundle", short, idShort)
+	r.Must(t, "run", "--bundle", short, idShort)
 	start := events.wait(t, agentapi.KindStart, idShort)
 	stop := events.wait(t, agentapi.KindStop, idShort)
 	if start.Container.PID <= 0 || start.Source != agentapi.SourceHook || stop.Source != agentapi.SourceHook || stop.Stage != "poststop" {
@@ -52,8 +53,8 @@ func TestRuncStartAndStop(t *testing.T) {
 		t.Fatal("the short-lived container stayed in the table")
 	}
 
-	r.must(t, "kill", idLong, "KILL")
-	r.must(t, "delete", "--force", idLong)
+	r.Must(t, "kill", idLong, "KILL")
+	r.Must(t, "delete", "--force", idLong)
 	k.waitTable(t, "the killed container gone", func(l []agentapi.Container) bool { return find(l, idLong) == nil })
 	if ev := events.wait(t, agentapi.KindStop, idLong); ev.Container.PID != pid {
 		t.Fatalf("the stop event carries pid %d, want the stopped container's %d", ev.Container.PID, pid)
@@ -63,16 +64,16 @@ func TestRuncStartAndStop(t *testing.T) {
 // TestRuncWithAgentDown: containers start while karmord is not running (the hook spools their
 // events and lets them start); karmord replays the spool when it starts.
 func TestRuncWithAgentDown(t *testing.T) {
-	r := newRunc(t)
-	k := newKarmord(t, r.root, "--reconcile-interval", "1h")
+	r := testutil.NewRunc(t)
+	k := newKarmord(t, r.Root, "--reconcile-interval", "1h")
 	long := hookedBundle(t, k, "sleep", "1000")
 	short := hookedBundle(t, k, "sh", "-c", "true")
 	prefix := fmt.Sprintf("e2e%d-", os.Getpid())
 	idLong, idShort := prefix+"down-long", prefix+"down-short"
 
 	began := time.Now()
-	r.must(t, "run", "-d", "--bundle", long, idLong)
-	r.must(t, "run", "--bundle", short, idShort)
+	r.Must(t, "run", "-d", "--bundle", long, idLong)
+	r.Must(t, "run", "--bundle", short, idShort)
 	t.Logf("two containers started and one finished with karmord down in %v", time.Since(began))
 
 	ents, err := agentapi.ReadSpool(k.SpoolDir)
@@ -90,10 +91,10 @@ func TestRuncWithAgentDown(t *testing.T) {
 		t.Fatalf("spooled events %q", got)
 	}
 
-	k.start(t)
+	k.Start(t)
 	list := k.list(t)
 	c := find(list, idLong)
-	if len(list) != 1 || c == nil || c.Source != agentapi.SourceSpool || c.PID != r.pid(t, idLong) {
+	if len(list) != 1 || c == nil || c.Source != agentapi.SourceSpool || c.PID != initPID(t, r, idLong) {
 		t.Fatalf("after replay karmord holds %s, want only %s from the spool with runc's pid", describe(list), idLong)
 	}
 	if ents, _ := agentapi.ReadSpool(k.SpoolDir); len(ents) != 0 {
@@ -106,9 +107,9 @@ func TestRuncWithAgentDown(t *testing.T) {
 // the same pids. Periodic reconciliation is off, so hooks, the spool and the reconciliation at
 // start must get it right by themselves.
 func TestAgentKilledDuringBurst(t *testing.T) {
-	r := newRunc(t)
-	k := newKarmord(t, r.root, "--reconcile-interval", "1h", "--spool-scan-interval", "200ms")
-	k.start(t)
+	r := testutil.NewRunc(t)
+	k := newKarmord(t, r.Root, "--reconcile-interval", "1h", "--spool-scan-interval", "200ms")
+	k.Start(t)
 	long := hookedBundle(t, k, "sleep", "1000")
 	short := hookedBundle(t, k, "sh", "-c", "true")
 	prefix := fmt.Sprintf("b%d-", os.Getpid())
@@ -126,14 +127,14 @@ func TestAgentKilledDuringBurst(t *testing.T) {
 				var err error
 				switch i % 5 {
 				case 0, 1: // long-lived, kept
-					_, err = r.run("run", "-d", "--bundle", long, id)
+					_, err = r.Run("run", "-d", "--bundle", long, id)
 				case 2: // short-lived, in the foreground (runc deletes it when it exits)
-					_, err = r.run("run", "--bundle", short, id)
+					_, err = r.Run("run", "--bundle", short, id)
 				default: // long-lived, then killed and deleted
-					if _, err = r.run("run", "-d", "--bundle", long, id); err == nil {
+					if _, err = r.Run("run", "-d", "--bundle", long, id); err == nil {
 						time.Sleep(time.Duration(i%7) * 10 * time.Millisecond)
-						if _, err = r.run("kill", id, "KILL"); err == nil {
-							_, err = r.run("delete", "--force", id)
+						if _, err = r.Run("kill", id, "KILL"); err == nil {
+							_, err = r.Run("delete", "--force", id)
 						}
 					}
 				}
@@ -145,9 +146,9 @@ func TestAgentKilledDuringBurst(t *testing.T) {
 		ops <- i
 		switch i {
 		case 15:
-			k.kill(t)
+			k.Kill(t)
 		case 32:
-			k.start(t)
+			k.Start(t)
 		}
 	}
 	close(ops)
@@ -159,7 +160,7 @@ func TestAgentKilledDuringBurst(t *testing.T) {
 		}
 	}
 
-	want := r.live(t)
+	want := live(t, r)
 	if n := len(want); n != 20 {
 		t.Fatalf("runc lists %d live containers, want 20: %s", n, sortedIDs(want))
 	}
