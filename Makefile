@@ -5,7 +5,7 @@ LDFLAGS  := -s -w -X github.com/karmor/karmor/internal/version.Version=$(VERSION
 PROGRAMS := karmor karmor-hook karmord karmor-nri karmor-runc
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
-.PHONY: build test lint fuzz bench clean
+.PHONY: build test lint fuzz clean
 
 build:
 	@mkdir -p $(BIN)
@@ -20,6 +20,10 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+
+# Every fuzz target for FUZZTIME each (CI runs it briefly after the tests).
+fuzz:
+	FUZZTIME=$(or $(FUZZTIME),4s) ./scripts/fuzz.sh
 
 clean:
 	rm -rf $(BIN)
