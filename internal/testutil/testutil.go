@@ -1,5 +1,6 @@
 // Package testutil holds helpers shared by karmor's tests: building the programs, making runc
-// bundles from busybox, and skipping loudly when a real part is missing.
+// bundles from busybox, running runc with a private root, running karmord and containerd as
+// real processes in temp dirs, and skipping loudly when a real part is missing.
 package testutil
 
 import (
