@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -75,7 +76,7 @@ func BenchmarkListWithPolicies(b *testing.B) {
 	dir := b.TempDir()
 	var docs strings.Builder
 	for i := range policies {
-		fmt.Fprintf(&docs, "---\n%s", kspYAML(fmt.Sprintf("p%04d", i), "", fmt.Sprintf("app%d", i%100)))
+		fmt.Fprintf(&docs, "---\n%s", testutil.BlockShellPolicy(fmt.Sprintf("p%04d", i), "", fmt.Sprintf("app%d", i%100)))
 	}
 	replaceFile(b, filepath.Join(dir, "all.yaml"), docs.String())
 	cfg, _ := testConfig(b)

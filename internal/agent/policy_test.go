@@ -13,29 +13,9 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
-
-// kspYAML is a KubeArmorPolicy named name in namespace ns ("" for default) selecting app=<app>.
-func kspYAML(name, ns, app string) string {
-	namespace := ""
-	if ns != "" {
-		namespace = "\n  namespace: " + ns
-	}
-	return fmt.Sprintf(`apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: %s%s
-spec:
-  selector:
-    matchLabels:
-      app: %s
-  process:
-    matchPaths:
-    - path: /bin/sh
-  action: Block
-`, name, namespace, app)
-}
 
 const hostPolicyYAML = `apiVersion: security.kubearmor.com/v1
 kind: KubeArmorHostPolicy
@@ -79,7 +59,7 @@ func policyConfig(t testing.TB, files ...string) (Config, string) {
 }
 
 func TestListGetAndWatchCarryMatchedPolicies(t *testing.T) {
-	cfg, _ := policyConfig(t, "web.yaml", kspYAML("web-block", "", "web"), "shop.yaml", kspYAML("shop-block", "shop", "web"))
+	cfg, _ := policyConfig(t, "web.yaml", testutil.BlockShellPolicy("web-block", "", "web"), "shop.yaml", testutil.BlockShellPolicy("shop-block", "shop", "web"))
 	runAgent(t, cfg)
 	cl := client(cfg)
 	ctx := ctxT(t)
@@ -137,7 +117,7 @@ func TestListGetAndWatchCarryMatchedPolicies(t *testing.T) {
 }
 
 func TestPolicyChangesStreamAndMetrics(t *testing.T) {
-	cfg, dir := policyConfig(t, "web.yaml", kspYAML("web-block", "", "web"))
+	cfg, dir := policyConfig(t, "web.yaml", testutil.BlockShellPolicy("web-block", "", "web"))
 	a := runAgent(t, cfg)
 	cl := client(cfg)
 	ctx := ctxT(t)
@@ -146,12 +126,12 @@ func TestPolicyChangesStreamAndMetrics(t *testing.T) {
 	}
 	w, _ := watch(t, cfg, 0)
 
-	replaceFile(t, filepath.Join(dir, "web.yaml"), kspYAML("web-block", "", "api"))
+	replaceFile(t, filepath.Join(dir, "web.yaml"), testutil.BlockShellPolicy("web-block", "", "api"))
 	waitFor(t, "the new selector in force", func() bool {
 		c, err := cl.Get(ctx, "c1")
 		return err == nil && len(c.Policies) == 0
 	})
-	replaceFile(t, filepath.Join(dir, "web.yaml"), strings.Replace(kspYAML("web-block", "", "web"), "action:", "actionn:", 1))
+	replaceFile(t, filepath.Join(dir, "web.yaml"), strings.Replace(testutil.BlockShellPolicy("web-block", "", "web"), "action:", "actionn:", 1))
 	waitFor(t, "the broken file reported", func() bool { return gauge(t, a, "karmord_policy_source_failing") == 1 })
 
 	// The broken file changed nothing in force: generation 2 (app=api) stays.
@@ -220,7 +200,7 @@ func gauge(t testing.TB, a *Agent, name string) float64 {
 
 func TestExplainContainerAndNode(t *testing.T) {
 	// The set's order is the files': web.yaml's policy first, then zz-host.yaml's.
-	cfg, _ := policyConfig(t, "web.yaml", kspYAML("web-block", "", "web"), "zz-host.yaml", hostPolicyYAML)
+	cfg, _ := policyConfig(t, "web.yaml", testutil.BlockShellPolicy("web-block", "", "web"), "zz-host.yaml", hostPolicyYAML)
 	runAgent(t, cfg)
 	cl := client(cfg)
 	ctx := ctxT(t)
@@ -260,7 +240,7 @@ func TestExplainContainerAndNode(t *testing.T) {
 // TestPodLabelsFillKubernetesContainers: the PodLabels hook gives labels to Kubernetes
 // containers that came without any, and is not asked about the others.
 func TestPodLabelsFillKubernetesContainers(t *testing.T) {
-	cfg, _ := policyConfig(t, "shop.yaml", kspYAML("shop-block", "shop", "web"))
+	cfg, _ := policyConfig(t, "shop.yaml", testutil.BlockShellPolicy("shop-block", "shop", "web"))
 	var calls atomic.Int32
 	cfg.PodLabels = func(namespace, pod string) (map[string]string, bool) {
 		calls.Add(1)
@@ -309,7 +289,7 @@ func TestPodLabelsFillKubernetesContainers(t *testing.T) {
 // TestMatchingDoesNotHoldTheTable: while a list is in its matching phase (here stuck in the
 // PodLabels lookup), hooks are still acknowledged: matching runs outside the table's lock.
 func TestMatchingDoesNotHoldTheTable(t *testing.T) {
-	cfg, _ := policyConfig(t, "shop.yaml", kspYAML("shop-block", "shop", "web"))
+	cfg, _ := policyConfig(t, "shop.yaml", testutil.BlockShellPolicy("shop-block", "shop", "web"))
 	entered := make(chan struct{}, 1)
 	release := make(chan struct{})
 	cfg.PodLabels = func(namespace, pod string) (map[string]string, bool) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -24,7 +25,7 @@ func newDirSource(t *testing.T, dir string) *Dir {
 
 func TestDirFollowsWritesModificationsAndDeletions(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "a.yaml"), kspYAML("a", "web"))
+	writeFile(t, filepath.Join(dir, "a.yaml"), testutil.BlockShellPolicy("a", "", "web"))
 	c := newChanges()
 	m := start(t, c, newDirSource(t, dir))
 
@@ -40,7 +41,7 @@ func TestDirFollowsWritesModificationsAndDeletions(t *testing.T) {
 
 	// Modify: the selector moves from app=web to app=api.
 	began := time.Now()
-	writeFile(t, filepath.Join(dir, "a.yaml"), kspYAML("a", "api"))
+	writeFile(t, filepath.Join(dir, "a.yaml"), testutil.BlockShellPolicy("a", "", "api"))
 	ch := c.wait(t, "after modifying a.yaml", func(ch Change) bool { return ch.Err == nil })
 	t.Logf("modification in force %v after the write", time.Since(began))
 	set = m.Current()
@@ -52,7 +53,7 @@ func TestDirFollowsWritesModificationsAndDeletions(t *testing.T) {
 	}
 
 	// Add a file in a subdirectory.
-	writeFile(t, filepath.Join(dir, "team", "b.yml"), kspYAML("b", "web"))
+	writeFile(t, filepath.Join(dir, "team", "b.yml"), testutil.BlockShellPolicy("b", "", "web"))
 	ch = c.wait(t, "after adding team/b.yml", func(ch Change) bool { return ch.Err == nil })
 	if ch.Policies != 2 || !slices.Equal(policyNames(m.Current()), []string{"a", "b"}) {
 		t.Fatalf("after adding: change %+v, policies %v", ch, policyNames(m.Current()))
@@ -79,7 +80,7 @@ func TestDirFollowsWritesModificationsAndDeletions(t *testing.T) {
 
 func TestDirInvalidFileKeepsLastGoodSet(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "a.yaml"), kspYAML("a", "web"))
+	writeFile(t, filepath.Join(dir, "a.yaml"), testutil.BlockShellPolicy("a", "", "web"))
 	c := newChanges()
 	m := start(t, c, newDirSource(t, dir))
 	good := m.Current()
@@ -98,7 +99,7 @@ func TestDirInvalidFileKeepsLastGoodSet(t *testing.T) {
 	}
 
 	// Fixing the file puts both in force and clears the failure.
-	writeFile(t, filepath.Join(dir, "b.yaml"), kspYAML("b", "web"))
+	writeFile(t, filepath.Join(dir, "b.yaml"), testutil.BlockShellPolicy("b", "", "web"))
 	c.wait(t, "after fixing b.yaml", func(ch Change) bool { return ch.Err == nil && ch.Policies == 2 })
 	if st := m.Status()[0]; st.Failing || st.Policies != 2 || st.LastSuccess.Before(st.LastErrorAt) {
 		t.Fatalf("status after the fix = %+v", st)
@@ -119,7 +120,7 @@ func TestDirIgnoresHiddenAndOtherFiles(t *testing.T) {
 	writeFile(t, filepath.Join(dir, ".git", "x.yaml"), invalidYAML)
 	writeFile(t, filepath.Join(dir, "README.md"), "# not a policy")
 	// Then one that is: the first change must be this one alone, with no error before it.
-	writeFile(t, filepath.Join(dir, "real.yaml"), kspYAML("real", "web"))
+	writeFile(t, filepath.Join(dir, "real.yaml"), testutil.BlockShellPolicy("real", "", "web"))
 	ch := c.wait(t, "after adding real.yaml", func(ch Change) bool { return ch.Policies == 1 || ch.Err != nil })
 	if ch.Err != nil || !slices.Equal(policyNames(m.Current()), []string{"real"}) {
 		t.Fatalf("change %+v, policies %v", ch, policyNames(m.Current()))
@@ -130,8 +131,8 @@ func TestDirIgnoresHiddenAndOtherFiles(t *testing.T) {
 // names are links into ..data, which is itself a link swapped atomically on update.
 func TestDirConfigMapSwap(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "..v1", "p.yaml"), kspYAML("p", "web"))
-	writeFile(t, filepath.Join(dir, "..v2", "p.yaml"), kspYAML("p", "api"))
+	writeFile(t, filepath.Join(dir, "..v1", "p.yaml"), testutil.BlockShellPolicy("p", "", "web"))
+	writeFile(t, filepath.Join(dir, "..v2", "p.yaml"), testutil.BlockShellPolicy("p", "", "api"))
 	must(t, os.Symlink("..v1", filepath.Join(dir, "..data")))
 	must(t, os.Symlink(filepath.Join("..data", "p.yaml"), filepath.Join(dir, "p.yaml")))
 
@@ -158,7 +159,7 @@ func TestDirMissingAtStartThenCreated(t *testing.T) {
 	if !st.Failing || !strings.Contains(st.LastError, "no such file") || m.Current().Match.Len() != 0 {
 		t.Fatalf("status with a missing directory = %+v", st)
 	}
-	writeFile(t, filepath.Join(dir, "a.yaml"), kspYAML("a", "web"))
+	writeFile(t, filepath.Join(dir, "a.yaml"), testutil.BlockShellPolicy("a", "", "web"))
 	c.wait(t, "after creating the directory", func(ch Change) bool { return ch.Err == nil && ch.Policies == 1 })
 	if st := m.Status()[0]; st.Failing || st.Policies != 1 {
 		t.Fatalf("status = %+v", st)
@@ -167,8 +168,8 @@ func TestDirMissingAtStartThenCreated(t *testing.T) {
 
 func TestDirBounds(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "a.yaml"), kspYAML("a", "web"))
-	writeFile(t, filepath.Join(dir, "b.yaml"), kspYAML("b", "web"))
+	writeFile(t, filepath.Join(dir, "a.yaml"), testutil.BlockShellPolicy("a", "", "web"))
+	writeFile(t, filepath.Join(dir, "b.yaml"), testutil.BlockShellPolicy("b", "", "web"))
 
 	big, err := NewDir(DirOptions{Path: dir, MaxFileSize: 64})
 	must(t, err)
@@ -180,7 +181,7 @@ func TestDirBounds(t *testing.T) {
 	if _, err := many.Load(context.Background()); err == nil || !strings.Contains(err.Error(), "more than 1 policy files") {
 		t.Errorf("file count bound: %v", err)
 	}
-	total, err := NewDir(DirOptions{Path: dir, MaxTotalSize: int64(len(kspYAML("a", "web")) + 10)})
+	total, err := NewDir(DirOptions{Path: dir, MaxTotalSize: int64(len(testutil.BlockShellPolicy("a", "", "web")) + 10)})
 	must(t, err)
 	if _, err := total.Load(context.Background()); err == nil || !strings.Contains(err.Error(), "together") {
 		t.Errorf("total size bound: %v", err)
@@ -201,7 +202,7 @@ func TestDirInPlaceWriteSettles(t *testing.T) {
 	d, err := NewDir(DirOptions{Path: dir, PollInterval: 20 * time.Millisecond})
 	must(t, err)
 	m := start(t, c, d)
-	full := kspYAML("a", "web")
+	full := testutil.BlockShellPolicy("a", "", "web")
 	f, err := os.Create(filepath.Join(dir, "a.yaml"))
 	must(t, err)
 	_, err = f.WriteString(full[:len(full)/2])
@@ -221,7 +222,7 @@ func TestDirInPlaceWriteSettles(t *testing.T) {
 // directory changes; run with -race, it checks that swaps and reads share nothing mutable.
 func TestReadersNeverBlock(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "a.yaml"), kspYAML("a", "web"))
+	writeFile(t, filepath.Join(dir, "a.yaml"), testutil.BlockShellPolicy("a", "", "web"))
 	c := newChanges()
 	d, err := NewDir(DirOptions{Path: dir, PollInterval: 10 * time.Millisecond})
 	must(t, err)
@@ -248,7 +249,7 @@ func TestReadersNeverBlock(t *testing.T) {
 	}
 	for i := range 5 {
 		app := []string{"api", "web"}[i%2] // each write differs from the one before
-		writeFile(t, filepath.Join(dir, "a.yaml"), kspYAML("a", app))
+		writeFile(t, filepath.Join(dir, "a.yaml"), testutil.BlockShellPolicy("a", "", app))
 		want := uint64(i + 2) // generation 1 is Start's
 		c.wait(t, "after rewrite", func(ch Change) bool { return ch.Err == nil && ch.Generation == want })
 	}
@@ -273,8 +274,8 @@ func TestManagerRefusesDuplicateSources(t *testing.T) {
 
 func TestManagerReportsDuplicatePolicies(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
-	writeFile(t, filepath.Join(a, "p.yaml"), kspYAML("same", "web"))
-	writeFile(t, filepath.Join(b, "p.yaml"), kspYAML("same", "api"))
+	writeFile(t, filepath.Join(a, "p.yaml"), testutil.BlockShellPolicy("same", "", "web"))
+	writeFile(t, filepath.Join(b, "p.yaml"), testutil.BlockShellPolicy("same", "", "api"))
 	m := start(t, newChanges(), newDirSource(t, a), newDirSource(t, b))
 	set := m.Current()
 	if !slices.Equal(set.Duplicates, []string{"KubeArmorPolicy/default/same"}) || set.Match.Len() != 2 {

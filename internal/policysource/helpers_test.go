@@ -2,7 +2,6 @@ package policysource
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,23 +15,6 @@ import (
 // waitTimeout is how long a test waits for a notification. It is generous on purpose: the
 // tests wait for events, they do not time them.
 const waitTimeout = 15 * time.Second
-
-// kspYAML is a valid KubeArmorPolicy selecting app=<app> in namespace default.
-func kspYAML(name, app string) string {
-	return fmt.Sprintf(`apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: %s
-spec:
-  selector:
-    matchLabels:
-      app: %s
-  process:
-    matchPaths:
-    - path: /bin/sh
-  action: Block
-`, name, app)
-}
 
 // invalidYAML has an unknown field, which the strict parser refuses.
 const invalidYAML = `apiVersion: security.kubearmor.com/v1

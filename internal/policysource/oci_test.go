@@ -11,6 +11,7 @@ import (
 
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/registrytest"
+	"github.com/karmor/karmor/internal/testutil"
 )
 
 // transport reaches the test registry over plain HTTP and gives up quickly once it is gone.
@@ -48,7 +49,7 @@ func TestOCIFollowsTag(t *testing.T) {
 	reg := registrytest.New(t, registrytest.Options{})
 	ref := reg.Host + "/policies:prod"
 	cache := t.TempDir()
-	v1 := push(t, ref, false, "web.yaml", kspYAML("web", "web"))
+	v1 := push(t, ref, false, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
 
 	c := newChanges()
 	m := start(t, c, newOCISource(t, ref, cache))
@@ -69,7 +70,7 @@ func TestOCIFollowsTag(t *testing.T) {
 	}
 
 	// v2 moves the selector to app=api and adds a file: in force within a poll or two.
-	v2 := push(t, ref, false, "web.yaml", kspYAML("web", "api"), "extra.yaml", kspYAML("extra", "api"))
+	v2 := push(t, ref, false, "web.yaml", testutil.BlockShellPolicy("web", "", "api"), "extra.yaml", testutil.BlockShellPolicy("extra", "", "api"))
 	c.wait(t, "for v2", func(ch Change) bool { return ch.Err == nil && ch.Digest == v2 })
 	set := m.Current()
 	if len(applying(set, "web")) != 0 || !slices.Equal(applying(set, "api"), []string{"web", "extra"}) {
@@ -138,7 +139,7 @@ func TestOCICacheConfirmedWithoutRebuild(t *testing.T) {
 	reg := registrytest.New(t, registrytest.Options{})
 	ref := reg.Host + "/policies:prod"
 	cache := t.TempDir()
-	v1 := push(t, ref, false, "web.yaml", kspYAML("web", "web"))
+	v1 := push(t, ref, false, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
 
 	c := newChanges()
 	start(t, c, newOCISource(t, ref, cache))
@@ -235,7 +236,7 @@ func TestOCIAuth(t *testing.T) {
 		tr.Username, tr.Password, tr.DockerConfig = "ci", password, filepath.Join(t.TempDir(), "none.json")
 		return tr
 	}
-	res, err := oci.Push(context.Background(), r, []oci.File{{Name: "web.yaml", Data: []byte(kspYAML("web", "web"))}},
+	res, err := oci.Push(context.Background(), r, []oci.File{{Name: "web.yaml", Data: []byte(testutil.BlockShellPolicy("web", "", "web"))}},
 		oci.PushOptions{Transport: withUser("s3cret")})
 	must(t, err)
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,23 +24,6 @@ const deadline = 30 * time.Second
 
 // interval is karmord's --policy-interval in these tests.
 const interval = "300ms"
-
-// kspYAML is a KubeArmorPolicy named name selecting app=<app>.
-func kspYAML(name, app string) string {
-	return fmt.Sprintf(`apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: %s
-spec:
-  selector:
-    matchLabels:
-      app: %s
-  process:
-    matchPaths:
-    - path: /bin/sh
-  action: Block
-`, name, app)
-}
 
 // invalidYAML has a field KubeArmorPolicy does not have; only --skip-validate pushes it.
 const invalidYAML = `apiVersion: security.kubearmor.com/v1

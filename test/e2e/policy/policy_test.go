@@ -27,7 +27,7 @@ func TestFollowTagWithRunc(t *testing.T) {
 	r := testutil.NewRunc(t)
 	reg := registrytest.New(t, registrytest.Options{})
 	ref := reg.Host + "/team/policies:prod"
-	v1 := push(t, ref, false, "block-shell.yaml", kspYAML("block-shell", "web"))
+	v1 := push(t, ref, false, "block-shell.yaml", testutil.BlockShellPolicy("block-shell", "", "web"))
 
 	k := newKarmord(t, r.Root, "--policy-ref", ref, "--policy-interval", interval, "--plain-http")
 	k.Start(t)
@@ -48,7 +48,7 @@ func TestFollowTagWithRunc(t *testing.T) {
 
 	// v2: block-shell selects app=api, and a new policy selects app=web.
 	pushed := time.Now()
-	v2 := push(t, ref, false, "block-shell.yaml", kspYAML("block-shell", "api"), "audit-api.yaml", kspYAML("audit-api", "web"))
+	v2 := push(t, ref, false, "block-shell.yaml", testutil.BlockShellPolicy("block-shell", "", "api"), "audit-api.yaml", testutil.BlockShellPolicy("audit-api", "", "web"))
 	k.waitPolicies(t, id, auditAPI)
 	t.Logf("v2's match in force %v after the push (poll interval %s)", time.Since(pushed).Round(time.Millisecond), interval)
 	change := policyChange(w.wait(t, "v2's policy change", func(l map[string]any) bool {
@@ -80,7 +80,7 @@ func TestFollowTagWithRunc(t *testing.T) {
 func TestRegistryDownAndInvalidPush(t *testing.T) {
 	reg := registrytest.New(t, registrytest.Options{})
 	ref := reg.Host + "/team/policies:prod"
-	v1 := push(t, ref, false, "block-shell.yaml", kspYAML("block-shell", "web"))
+	v1 := push(t, ref, false, "block-shell.yaml", testutil.BlockShellPolicy("block-shell", "", "web"))
 	k := newKarmord(t, "", "--policy-ref", ref, "--policy-interval", interval, "--plain-http")
 	k.Start(t)
 	k.waitSource(t, "v1 in force", func(s agentapi.PolicySource) bool { return s.Digest == v1 })
@@ -123,7 +123,7 @@ func TestRegistryDownAndInvalidPush(t *testing.T) {
 func TestRestartWithoutRegistry(t *testing.T) {
 	reg := registrytest.New(t, registrytest.Options{})
 	ref := reg.Host + "/team/policies:prod"
-	v1 := push(t, ref, false, "block-shell.yaml", kspYAML("block-shell", "web"))
+	v1 := push(t, ref, false, "block-shell.yaml", testutil.BlockShellPolicy("block-shell", "", "web"))
 	k := newKarmord(t, "", "--policy-ref", ref, "--policy-interval", interval, "--plain-http")
 	k.Start(t)
 	k.waitSource(t, "v1 in force", func(s agentapi.PolicySource) bool { return s.Digest == v1 })
@@ -147,17 +147,17 @@ func TestRestartWithoutRegistry(t *testing.T) {
 // TestDirectorySource: a watched directory; the match follows a modified file, a new file and a
 // removed one, and a broken file leaves the last good set in force with the error visible.
 func TestDirectorySource(t *testing.T) {
-	dir := policyDir(t, "block-shell.yaml", kspYAML("block-shell", "web"))
+	dir := policyDir(t, "block-shell.yaml", testutil.BlockShellPolicy("block-shell", "", "web"))
 	k := newKarmord(t, "", "--policy-dir", dir)
 	k.Start(t)
 	k.report(t, "c-web", map[string]string{"app": "web"})
 	k.waitPolicies(t, "c-web", blockShell)
 
-	writeAtomically(t, filepath.Join(dir, "block-shell.yaml"), kspYAML("block-shell", "api"))
+	writeAtomically(t, filepath.Join(dir, "block-shell.yaml"), testutil.BlockShellPolicy("block-shell", "", "api"))
 	took := k.waitPolicies(t, "c-web")
 	t.Logf("a modified file was in force within %v", took.Round(time.Millisecond))
 
-	writeAtomically(t, filepath.Join(dir, "audit-api.yaml"), kspYAML("audit-api", "web"))
+	writeAtomically(t, filepath.Join(dir, "audit-api.yaml"), testutil.BlockShellPolicy("audit-api", "", "web"))
 	k.waitPolicies(t, "c-web", auditAPI)
 
 	writeAtomically(t, filepath.Join(dir, "zz-broken.yaml"), invalidYAML)

@@ -1,0 +1,26 @@
+package testutil
+
+import "fmt"
+
+// BlockShellPolicy is a valid KubeArmorPolicy named name, in namespace ns ("" for the default
+// namespace), that selects app=<app> and blocks /bin/sh: the policy most tests push, watch or
+// match.
+func BlockShellPolicy(name, ns, app string) string {
+	namespace := ""
+	if ns != "" {
+		namespace = "\n  namespace: " + ns
+	}
+	return fmt.Sprintf(`apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: %s%s
+spec:
+  selector:
+    matchLabels:
+      app: %s
+  process:
+    matchPaths:
+    - path: /bin/sh
+  action: Block
+`, name, namespace, app)
+}
