@@ -1,42 +1,23 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
-// logBuffer collects an agent's logs so tests can check what it reported.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // testConfig returns a config whose every path is private to the test. The socket lives in a
 // short directory of its own: unix socket paths are limited to 108 bytes.
-func testConfig(t testing.TB) (Config, *logBuffer) {
+func testConfig(t testing.TB) (Config, *testutil.SyncBuffer) {
 	t.Helper()
 	sockDir, err := os.MkdirTemp("", "karmord-")
 	if err != nil {
@@ -44,7 +25,7 @@ func testConfig(t testing.TB) (Config, *logBuffer) {
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	base := t.TempDir()
-	logs := &logBuffer{}
+	logs := &testutil.SyncBuffer{}
 	return Config{
 		Socket:            filepath.Join(sockDir, "run", "k.sock"),
 		SpoolDir:          filepath.Join(base, "spool"),
@@ -109,17 +90,17 @@ func counter(t testing.TB, a *Agent, name string, labels ...string) float64 {
 	m := a.metrics
 	switch name {
 	case "events":
-		return testutil.ToFloat64(m.events.WithLabelValues(labels...))
+		return promtest.ToFloat64(m.events.WithLabelValues(labels...))
 	case "spool":
-		return testutil.ToFloat64(m.spoolReplays.WithLabelValues(labels...))
+		return promtest.ToFloat64(m.spoolReplays.WithLabelValues(labels...))
 	case "reconcile":
-		return testutil.ToFloat64(m.reconcile.WithLabelValues(labels...))
+		return promtest.ToFloat64(m.reconcile.WithLabelValues(labels...))
 	case "connections":
-		return testutil.ToFloat64(m.connections.WithLabelValues(labels...))
+		return promtest.ToFloat64(m.connections.WithLabelValues(labels...))
 	case "errors":
-		return testutil.ToFloat64(m.errors.WithLabelValues(labels...))
+		return promtest.ToFloat64(m.errors.WithLabelValues(labels...))
 	case "policyLoads":
-		return testutil.ToFloat64(m.policyLoads.WithLabelValues(labels...))
+		return promtest.ToFloat64(m.policyLoads.WithLabelValues(labels...))
 	}
 	t.Fatalf("no counter %q", name)
 	return 0

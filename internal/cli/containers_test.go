@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/karmor/karmor/internal/agent"
+	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -185,30 +186,12 @@ func TestContainersUsageErrors(t *testing.T) {
 	}
 }
 
-// containersOutput is a bytes.Buffer safe to read while the watch writes to it.
-type containersOutput struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *containersOutput) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *containersOutput) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestContainersWatch(t *testing.T) {
 	for _, format := range []string{"table", "json"} {
 		t.Run(format, func(t *testing.T) {
 			sock, stop := startContainersAgent(t)
 			reportToAgent(t, sock, webContainerStart()) // live before the watch starts: listed first
-			var out, errOut containersOutput
+			var out, errOut testutil.SyncBuffer
 			done := make(chan int, 1)
 			go func() {
 				done <- Run([]string{"containers", "-w", "-o", format, "--socket", sock}, strings.NewReader(""), &out, &errOut)

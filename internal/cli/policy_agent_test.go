@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/karmor/karmor/internal/agent"
+	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -243,7 +244,7 @@ func TestPolicyChangesInListAndWatch(t *testing.T) {
 	sock, dir := policyAgent(t, "a.yaml", blockShellYAML)
 	reportToAgent(t, sock, outsideWeb())
 
-	var out, errOut containersOutput
+	var out, errOut testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Run([]string{"containers", "-w", "--socket", sock}, strings.NewReader(""), &out, &errOut)
@@ -281,7 +282,7 @@ func TestPolicyChangesInListAndWatch(t *testing.T) {
 }
 
 // waitOutput waits for a line of out holding every one of wants.
-func waitOutput(t *testing.T, out *containersOutput, wants ...string) {
+func waitOutput(t *testing.T, out *testutil.SyncBuffer, wants ...string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -305,7 +306,7 @@ func TestContainersWatchFromRetained(t *testing.T) {
 	sock, stop := startContainersAgent(t)
 	reportToAgent(t, sock, webContainerStart())
 	reportToAgent(t, sock, &agentapi.Event{Kind: agentapi.KindStop, Stage: "poststop", Container: agentapi.Container{ID: "0123456789abcdef0123"}})
-	var out, errOut containersOutput
+	var out, errOut testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Run([]string{"containers", "-w", "--from-seq", "0", "--socket", sock}, strings.NewReader(""), &out, &errOut)

@@ -1,7 +1,6 @@
 package kubepods
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+
+	"github.com/karmor/karmor/internal/testutil"
 )
 
 // apiServer is a small stand-in for kube-apiserver's pod endpoints over real HTTP: list, watch and
@@ -166,24 +167,6 @@ current-context: test
 	return path
 }
 
-// syncBuffer is a log destination the informer's goroutines and the test can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // Both ways client-go fills the cache are exercised: the streaming list of current API servers and,
 // where that is refused, a list followed by a watch.
 func TestFlagsStartOverHTTP(t *testing.T) {
@@ -244,7 +227,7 @@ func TestFlagsStartOverHTTP(t *testing.T) {
 func TestFlagsStartGoesOnWhenTheAPIRefuses(t *testing.T) {
 	api, srv := newAPIServer(t, *pod("shop", "web-1", thisNode, map[string]string{"app": "web"}))
 	api.status = http.StatusForbidden
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
