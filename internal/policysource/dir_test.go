@@ -85,7 +85,7 @@ func TestDirInvalidFileKeepsLastGoodSet(t *testing.T) {
 	m := start(t, c, newDirSource(t, dir))
 	good := m.Current()
 
-	writeFile(t, filepath.Join(dir, "b.yaml"), invalidYAML)
+	writeFile(t, filepath.Join(dir, "b.yaml"), testutil.InvalidPolicy())
 	ch := c.wait(t, "reporting the invalid file", func(ch Change) bool { return ch.Err != nil })
 	if !strings.Contains(ch.Err.Error(), "b.yaml") || !strings.Contains(ch.Err.Error(), "actionn") {
 		t.Errorf("error does not name the file and field: %v", ch.Err)
@@ -115,9 +115,9 @@ func TestDirIgnoresHiddenAndOtherFiles(t *testing.T) {
 	}
 	// None of these is a policy file: an editor's swap file, a half-written temporary, a
 	// hidden directory, a file of another extension.
-	writeFile(t, filepath.Join(dir, ".a.yaml.swp"), invalidYAML)
-	writeFile(t, filepath.Join(dir, ".tmp-123.yaml"), invalidYAML)
-	writeFile(t, filepath.Join(dir, ".git", "x.yaml"), invalidYAML)
+	writeFile(t, filepath.Join(dir, ".a.yaml.swp"), testutil.InvalidPolicy())
+	writeFile(t, filepath.Join(dir, ".tmp-123.yaml"), testutil.InvalidPolicy())
+	writeFile(t, filepath.Join(dir, ".git", "x.yaml"), testutil.InvalidPolicy())
 	writeFile(t, filepath.Join(dir, "README.md"), "# not a policy")
 	// Then one that is: the first change must be this one alone, with no error before it.
 	writeFile(t, filepath.Join(dir, "real.yaml"), testutil.BlockShellPolicy("real", "", "web"))

@@ -16,21 +16,6 @@ import (
 // tests wait for events, they do not time them.
 const waitTimeout = 15 * time.Second
 
-// invalidYAML has an unknown field, which the strict parser refuses.
-const invalidYAML = `apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: broken
-spec:
-  selector:
-    matchLabels:
-      app: web
-  process:
-    matchPaths:
-    - path: /bin/sh
-  actionn: Block
-`
-
 // changes collects a Manager's notifications for a test.
 type changes chan Change
 

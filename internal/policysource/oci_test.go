@@ -81,7 +81,7 @@ func TestOCIFollowsTag(t *testing.T) {
 	}
 
 	// An invalid policy pushed with --skip-validate is rejected: v2 stays, the error shows.
-	bad := push(t, ref, true, "web.yaml", invalidYAML)
+	bad := push(t, ref, true, "web.yaml", testutil.InvalidPolicy())
 	ch = c.wait(t, "rejecting the invalid push", func(ch Change) bool { return ch.Err != nil })
 	if !strings.Contains(ch.Err.Error(), bad) || !strings.Contains(ch.Err.Error(), "actionn") || ch.Digest != v2 {
 		t.Fatalf("rejection = %+v", ch)
@@ -188,7 +188,7 @@ func TestOCICacheWithInvalidPolicies(t *testing.T) {
 	cache := t.TempDir()
 	ref := "127.0.0.1:1/policies:prod"
 	o := newOCISource(t, ref, cache)
-	must(t, writeCache(cache, o.record("sha256:"+strings.Repeat("0", 64), []namedData{{"a.yaml", []byte(invalidYAML)}})))
+	must(t, writeCache(cache, o.record("sha256:"+strings.Repeat("0", 64), []namedData{{"a.yaml", []byte(testutil.InvalidPolicy())}})))
 	if _, err := o.Load(context.Background()); err == nil || !strings.Contains(err.Error(), "actionn") {
 		t.Fatalf("Load = %v", err)
 	}

@@ -1,6 +1,9 @@
 package testutil
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // BlockShellPolicy is a valid KubeArmorPolicy named name, in namespace ns ("" for the default
 // namespace), that selects app=<app> and blocks /bin/sh: the policy most tests push, watch or
@@ -23,4 +26,10 @@ spec:
     - path: /bin/sh
   action: Block
 `, name, namespace, app)
+}
+
+// InvalidPolicy is BlockShellPolicy("broken", "", "web") with its action misspelt "actionn": an
+// unknown field, which strict validation refuses and only --skip-validate pushes.
+func InvalidPolicy() string {
+	return strings.Replace(BlockShellPolicy("broken", "", "web"), "  action:", "  actionn:", 1)
 }

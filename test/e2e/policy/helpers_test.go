@@ -25,21 +25,6 @@ const deadline = 30 * time.Second
 // interval is karmord's --policy-interval in these tests.
 const interval = "300ms"
 
-// invalidYAML has a field KubeArmorPolicy does not have; only --skip-validate pushes it.
-const invalidYAML = `apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: broken
-spec:
-  selector:
-    matchLabels:
-      app: web
-  process:
-    matchPaths:
-    - path: /bin/sh
-  actionn: Block
-`
-
 // policyDir writes files (name, content pairs) into a new directory.
 func policyDir(t *testing.T, files ...string) string {
 	t.Helper()

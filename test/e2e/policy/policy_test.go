@@ -88,7 +88,7 @@ func TestRegistryDownAndInvalidPush(t *testing.T) {
 	k.waitPolicies(t, "c-web", blockShell)
 	w := k.watch(t)
 
-	bad := push(t, ref, true, "block-shell.yaml", invalidYAML)
+	bad := push(t, ref, true, "block-shell.yaml", testutil.InvalidPolicy())
 	src := k.waitSource(t, "the invalid push refused", func(s agentapi.PolicySource) bool { return s.Failing })
 	if src.Digest != v1 || src.Policies != 1 || !strings.Contains(src.LastError, bad) || !strings.Contains(src.LastError, "actionn") {
 		t.Fatalf("after the invalid push: %+v", src)
@@ -160,7 +160,7 @@ func TestDirectorySource(t *testing.T) {
 	writeAtomically(t, filepath.Join(dir, "audit-api.yaml"), testutil.BlockShellPolicy("audit-api", "", "web"))
 	k.waitPolicies(t, "c-web", auditAPI)
 
-	writeAtomically(t, filepath.Join(dir, "zz-broken.yaml"), invalidYAML)
+	writeAtomically(t, filepath.Join(dir, "zz-broken.yaml"), testutil.InvalidPolicy())
 	src := k.waitSource(t, "the broken file reported", func(s agentapi.PolicySource) bool { return s.Failing })
 	if !strings.Contains(src.LastError, "zz-broken.yaml") || src.Policies != 2 {
 		t.Fatalf("with a broken file: %+v", src)
