@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -111,7 +112,7 @@ func Run(ctx context.Context, opts Options, stdin io.Reader, logger *slog.Logger
 		ev.Container = agentapi.Container{ID: state.ID, PID: state.Pid}
 	}
 	out.Event = ev
-	out.Allowed = opts.FailClosed && allowListed(opts, state, spec)
+	out.Allowed = opts.FailClosed && allowListed(opts, state, spec, ev.Container.Namespace)
 	if err := ev.Check(); err != nil {
 		out.Err = err
 		logger.Error("the container's state cannot make a valid event; it is not reported", "id", state.ID, "err", err)
@@ -185,9 +186,10 @@ func kindForStatus(s rspec.ContainerState) string {
 	return ""
 }
 
-// allowListed reports whether the container matches --allow-namespace or --allow-annotation.
-// It looks at the full annotations (state over config), not the bounded copy in the event.
-func allowListed(opts Options, state *rspec.State, spec *rspec.Spec) bool {
+// allowListed reports whether the container matches --allow-namespace (against namespace, the
+// Kubernetes namespace already read into the event) or --allow-annotation. It looks at the full
+// annotations (state over config), not the bounded copy in the event.
+func allowListed(opts Options, state *rspec.State, spec *rspec.Spec, namespace string) bool {
 	annotation := func(k string) (string, bool) {
 		if v, ok := state.Annotations[k]; ok {
 			return v, true
@@ -198,13 +200,8 @@ func allowListed(opts Options, state *rspec.State, spec *rspec.Spec) bool {
 		}
 		return "", false
 	}
-	if len(opts.AllowNamespaces) > 0 {
-		ns := containerinfo.FromOCI(state, spec).Namespace
-		for _, allowed := range opts.AllowNamespaces {
-			if ns != "" && ns == allowed {
-				return true
-			}
-		}
+	if namespace != "" && slices.Contains(opts.AllowNamespaces, namespace) {
+		return true
 	}
 	for _, a := range opts.AllowAnnotations {
 		key, want, hasValue := strings.Cut(a, "=")
