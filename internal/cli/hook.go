@@ -137,11 +137,21 @@ func siblingHookBinary() (string, error) {
 
 func newHookUninstallCommand() *cobra.Command {
 	var runtime, hooksDir, hookPath string
+	ctrd := &containerdLocations{}
 	cmd := &cobra.Command{
-		Use:   "uninstall --runtime cri-o|podman",
-		Short: "Remove karmor's hooks.d files, then the karmor-hook binary they run",
-		Args:  cobra.NoArgs,
+		Use:   "uninstall --runtime cri-o|podman|containerd",
+		Short: "Remove karmor's hooks.d files (or karmor-nri), then the karmor-hook binary they run",
+		Long: `Remove karmor's hooks.d files, then the karmor-hook binary they run.
+
+--runtime containerd removes what 'hook install --runtime containerd' wrote: the pre-registered
+karmor-nri and its configuration, or its systemd unit; then karmor-nri; then karmor-hook, unless
+a karmor-nri still runs or a CRI-O/Podman hooks.d file (--hooks-dir, default theirs) uses it.
+It takes install's flags that say where things are, and only removes files that are karmor's.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runtime == runtimeContainerd {
+				return uninstallContainerd(cmd, hookPath, hooksDir, ctrd)
+			}
 			if runtime == "" && hooksDir == "" {
 				return usagef("--runtime (or --hooks-dir) is required")
 			}
@@ -170,24 +180,35 @@ func newHookUninstallCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&runtime, "runtime", "", "the runtime to uninstall from: cri-o or podman")
-	f.StringVar(&hooksDir, "hooks-dir", "", "hooks.d directory (default: the runtime's)")
-	f.StringVar(&hookPath, "hook-path", install.DefaultHookPath, "the binary to remove when no hooks file names one")
+	f.StringVar(&runtime, "runtime", "", "the runtime to uninstall from: cri-o, podman or containerd")
+	f.StringVar(&hooksDir, "hooks-dir", "", "hooks.d directory (default: the runtime's; containerd: CRI-O's and Podman's, whose karmor files keep karmor-hook)")
+	f.StringVar(&hookPath, "hook-path", install.DefaultHookPath, "the binary to remove when no hooks file (or karmor-nri configuration) names one")
+	addContainerdLocationFlags(f, ctrd)
 	return cmd
 }
 
 func newHookStatusCommand() *cobra.Command {
-	var runtime, hooksDir, hookPath, socket string
+	var runtime, hooksDir, hookPath, socket, containerdBin string
 	var agentTimeout time.Duration
+	ctrd := &containerdLocations{}
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show where karmor-hook is installed and whether karmord answers",
+		Use:   "status [--runtime cri-o|podman|containerd]",
+		Short: "Show where karmor-hook (and karmor-nri) is installed and whether karmord answers",
 		Long: `Show karmor's hooks.d files, the karmor-hook binary they run and its version, and whether
 karmord answers on the hook's socket.
 
-Exit status: 0 when the hook is installed and karmord answers, 1 otherwise, 2 for a usage error.`,
+--runtime containerd shows instead whether containerd's configuration enables NRI, the
+pre-registered karmor-nri and its configuration or its systemd unit, karmor-hook and its version,
+and whether karmord answers; it takes install's flags that say where things are.
+
+Exit status: 0 when the hook is installed (for containerd: karmor-nri too, and NRI is on) and
+karmord answers, 1 otherwise, 2 for a usage error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runtime == runtimeContainerd {
+				return statusContainerd(cmd, containerdStatusOptions{HookPath: hookPath, Socket: socket, SocketSet: cmd.Flags().Changed("socket"),
+					AgentTimeout: agentTimeout, ContainerdBin: containerdBin}, ctrd)
+			}
 			if runtime != "" {
 				if _, err := install.DefaultHooksDirFor(runtime); err != nil {
 					return usagef("%v", err)
@@ -210,11 +231,13 @@ Exit status: 0 when the hook is installed and karmord answers, 1 otherwise, 2 fo
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&runtime, "runtime", "", "the runtime whose hooks directory to look in: cri-o or podman")
+	f.StringVar(&runtime, "runtime", "", "the runtime: cri-o or podman (their hooks directory), or containerd (karmor-nri)")
 	f.StringVar(&hooksDir, "hooks-dir", "", "hooks.d directory (default: "+install.DefaultHooksDir+")")
-	f.StringVar(&hookPath, "hook-path", install.DefaultHookPath, "the binary to look at when no hooks file names one")
+	f.StringVar(&hookPath, "hook-path", install.DefaultHookPath, "the binary to look at when no hooks file (or karmor-nri configuration) names one")
 	f.StringVar(&socket, "socket", agentapi.DefaultSocket, "karmord's socket (default: the installed hook's)")
 	f.DurationVar(&agentTimeout, "agent-timeout", time.Second, "how long to wait for karmord's answer")
+	addContainerdLocationFlags(f, ctrd)
+	addContainerdBinFlag(f, &containerdBin)
 	return cmd
 }
 
@@ -242,20 +265,26 @@ func printHookStatus(ctx context.Context, out io.Writer, rep *install.Report, so
 			fmt.Fprintf(out, "binary: %s version %s\n", b.Path, b.Version)
 		}
 	}
+	answers := checkAgent(ctx, out, socket, timeout)
+	installed := rep.Installed()
+	if !installed {
+		fmt.Fprintln(out, "karmor-hook is not (fully) installed here; run 'karmor hook install --runtime cri-o|podman'")
+	}
+	return installed && answers
+}
+
+// checkAgent asks karmord for its containers, says whether it answered, and returns whether it did.
+func checkAgent(ctx context.Context, out io.Writer, socket string, timeout time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &agentapi.Client{Socket: socket, Timeout: timeout}
 	list, err := client.List(ctx)
 	if err != nil {
 		fmt.Fprintf(out, "agent: not answering at %s: %v\n", socket, err)
-	} else {
-		fmt.Fprintf(out, "agent: karmord answers at %s (%d containers)\n", socket, len(list))
+		return false
 	}
-	installed := rep.Installed()
-	if !installed {
-		fmt.Fprintln(out, "karmor-hook is not (fully) installed here; run 'karmor hook install --runtime cri-o|podman'")
-	}
-	return installed && err == nil
+	fmt.Fprintf(out, "agent: karmord answers at %s (%d containers)\n", socket, len(list))
+	return true
 }
 
 func newHookInjectCommand() *cobra.Command {
