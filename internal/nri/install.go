@@ -398,11 +398,18 @@ type Removed struct {
 	// UnitRemoved and PluginRemoved say which way of starting karmor-nri was taken away: the
 	// running plugin then still needs stopping (systemd) or containerd restarting.
 	UnitRemoved, PluginRemoved bool
-	// HookKept lists the karmor-hook binaries kept because something still runs them: a
-	// karmor-nri process (Running) or a hooks.d file (KeptFor).
-	HookKept []string
-	Running  []Running
-	KeptFor  []string
+	// Running are the karmor-nri processes still running: they keep adding karmor-hook to new
+	// containers, so karmor-hook is kept while there are any.
+	Running []Running
+	// HookKept are the karmor-hook binaries kept because something still runs them.
+	HookKept []KeptHook
+}
+
+// KeptHook is a karmor-hook Uninstall kept: karmor-nri processes run (Removed.Running), or the
+// hooks.d files in UsedBy name it.
+type KeptHook struct {
+	Path   string
+	UsedBy []string
 }
 
 // Uninstall removes what Install wrote, in the order that never leaves something running a
@@ -471,8 +478,7 @@ func Uninstall(ctx context.Context, loc Locations) (*Removed, error) {
 	for _, hook := range dedupe(hookPaths) {
 		users := hooksDirUsers(ctx, loc.HooksDirs, hook)
 		if len(res.Running) > 0 || len(users) > 0 {
-			res.HookKept = append(res.HookKept, hook)
-			res.KeptFor = append(res.KeptFor, users...)
+			res.HookKept = append(res.HookKept, KeptHook{Path: hook, UsedBy: users})
 			continue
 		}
 		if _, err := res.remove(hook, func(p string) error { return checkProgram(p, install.HookProgram) }); err != nil {

@@ -338,7 +338,7 @@ func TestUninstallKeepsHookInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.PluginRemoved || !slices.Equal(res.HookKept, []string{h.Path}) || len(res.Running) != 1 || res.Running[0].PID != plugin.Process.Pid {
+	if !res.PluginRemoved || len(res.HookKept) != 1 || res.HookKept[0].Path != h.Path || len(res.Running) != 1 || res.Running[0].PID != plugin.Process.Pid {
 		t.Fatalf("with karmor-nri running: %+v", res)
 	}
 	if _, err := os.Stat(h.Path); err != nil {
@@ -354,7 +354,7 @@ func TestUninstallKeepsHookInUse(t *testing.T) {
 	}
 	loc.HooksDirs = []string{hooksDir}
 	res, err = Uninstall(context.Background(), loc)
-	if err != nil || len(res.Running) != 0 || !slices.Equal(res.HookKept, []string{h.Path}) || len(res.KeptFor) != len(install.Stages) {
+	if err != nil || len(res.Running) != 0 || len(res.HookKept) != 1 || len(res.HookKept[0].UsedBy) != len(install.Stages) {
 		t.Fatalf("with hooks.d using it: %+v %v", res, err)
 	}
 	loc.HooksDirs = nil
