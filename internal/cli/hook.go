@@ -20,10 +20,11 @@ func init() { subcommands = append(subcommands, newHookCommand) }
 func newHookCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "hook",
-		Short: "Install karmor-hook for CRI-O, Podman or plain OCI bundles",
+		Short: "Install karmor-hook for CRI-O, Podman, containerd or plain OCI bundles",
 		Long: `karmor-hook is the OCI hook that tells karmord about every container start and stop. These
-commands put it where runtimes run it: hooks.d files for CRI-O and Podman, or the hooks of a
-plain OCI bundle's config.json for runc.`,
+commands put it where runtimes run it: hooks.d files for CRI-O and Podman, the karmor-nri plugin
+for containerd, or the hooks of a plain OCI bundle's config.json for runc. Docker and containerd
+without NRI use the karmor-runc wrapper (docs/runtimes-containerd-docker.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			return usagef("hook needs a subcommand; see 'karmor hook --help'")
