@@ -26,7 +26,7 @@ func BusyboxRootfs(t testing.TB) string {
 		t.Skip("SKIP (loud): /bin/busybox missing; install busybox-static (.ci/run does)")
 	}
 	rootfsOnce.Do(func() {
-		d, err := os.MkdirTemp("", "karmor-rootfs-")
+		d, err := processTempDir("karmor-rootfs-")
 		if err != nil {
 			rootfsErr = err
 			return

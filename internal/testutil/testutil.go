@@ -4,10 +4,14 @@
 package testutil
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -37,7 +41,7 @@ func Binary(t testing.TB, name string) string {
 		return p
 	}
 	if buildDir == "" {
-		d, err := os.MkdirTemp("", "karmor-test-bin-")
+		d, err := processTempDir("karmor-test-bin-")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,6 +56,26 @@ func Binary(t testing.TB, name string) string {
 	}
 	built[name] = out
 	return out
+}
+
+// processTempDir makes a temp dir shared by the tests of this process, named
+// <prefix><pid>-<random>. A test process has no hook at exit to remove it, so each new one
+// removes the dirs of earlier processes that are gone instead: they never pile up.
+func processTempDir(prefix string) (string, error) {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
+	for _, d := range old {
+		pid, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), prefix), "-")
+		if !ok {
+			continue
+		}
+		if _, err := strconv.Atoi(pid); err != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/proc", pid)); errors.Is(err, os.ErrNotExist) {
+			os.RemoveAll(d)
+		}
+	}
+	return os.MkdirTemp("", fmt.Sprintf("%s%d-", prefix, os.Getpid()))
 }
 
 // SharedDir returns ../shared beside the repository, or skips the test loudly when it is absent.
