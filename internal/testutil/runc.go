@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -15,6 +16,9 @@ import (
 // are apart from the host's and from other tests'.
 type Runc struct {
 	Root string
+
+	t              testing.TB
+	cleanupOnFirst sync.Once
 }
 
 // NewRunc skips loudly unless root with runc installed, and returns a runc whose root is a new
@@ -27,20 +31,30 @@ func NewRunc(t testing.TB) *Runc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := &Runc{Root: root, t: t}
 	t.Cleanup(func() {
-		entries, _ := os.ReadDir(root) // one directory per container
-		for _, e := range entries {
-			_ = exec.Command("runc", "--root", root, "delete", "--force", e.Name()).Run()
-		}
+		r.deleteAll()
 		_ = os.RemoveAll(root)
 	})
-	return &Runc{Root: root}
+	return r
+}
+
+// deleteAll force-deletes every container under the root; their poststop hooks run.
+func (r *Runc) deleteAll() {
+	entries, _ := os.ReadDir(r.Root) // one directory per container
+	for _, e := range entries {
+		_ = exec.Command("runc", "--root", r.Root, "delete", "--force", e.Name()).Run()
+	}
 }
 
 // Run runs runc with args and returns its combined output; the error carries the output too.
 // The output goes through a file, not a pipe: a detached container inherits runc's stdout and
 // would hold a pipe open.
 func (r *Runc) Run(args ...string) (string, error) {
+	// Containers are deleted again when the test ends, but first, before the cleanups of what
+	// was set up after NewRunc (a karmord whose spool dir the containers' poststop hooks write
+	// to): cleanups run last-registered first, and this one is registered now.
+	r.cleanupOnFirst.Do(func() { r.t.Cleanup(r.deleteAll) })
 	out, err := os.CreateTemp("", "runc-out-")
 	if err != nil {
 		return "", err
