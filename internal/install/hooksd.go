@@ -1,6 +1,7 @@
 package install
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -297,15 +298,40 @@ func binaryStatus(ctx context.Context, path string) BinaryStatus {
 		bs.Err = fmt.Errorf("%s is not an executable file (%v)", path, fi.Mode())
 		return bs
 	}
+	bs.Version, bs.Err = ProgramVersion(ctx, path, HookProgram)
+	return bs
+}
+
+// ProgramVersion runs `path --version` (bounded in time and output) and returns the version
+// after the program's name, checking that the program says it is name: a wrong path must not
+// pass for one of karmor's programs.
+func ProgramVersion(ctx context.Context, path, name string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
-	if err != nil {
-		bs.Err = fmt.Errorf("%s --version: %w", path, err)
-		return bs
+	out := &cappedBuffer{limit: 4 << 10}
+	cmd := exec.CommandContext(ctx, path, "--version")
+	cmd.Stdout = out
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s --version: %w", path, err)
 	}
-	bs.Version = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(out)), HookProgram))
-	return bs
+	v, ok := strings.CutPrefix(strings.TrimSpace(out.String()), name+" ")
+	if !ok {
+		return "", fmt.Errorf("%s --version says %q, not %s's version", path, out.String(), name)
+	}
+	return strings.TrimSpace(v), nil
+}
+
+// cappedBuffer keeps the first limit bytes written to it and discards the rest.
+type cappedBuffer struct {
+	bytes.Buffer
+	limit int
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if room := b.limit - b.Len(); room > 0 {
+		b.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 // argValue returns the value following flag in args ("--flag value" or "--flag=value").

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/containerd/nri/pkg/api"
 
@@ -165,13 +163,8 @@ func systemdQuote(s string) string {
 // NRIProgram is karmor-nri's program name: it appears in its binary and in the unit that runs it.
 const NRIProgram = "karmor-nri"
 
-// Bounds for what Uninstall and Status read back: a unit karmor writes is well under 1 KiB, and
-// `--version` prints one line.
-const (
-	maxUnitBytes    = 64 << 10
-	maxVersionBytes = 4 << 10
-	versionTimeout  = 2 * time.Second
-)
+// maxUnitBytes bounds a unit Uninstall and Status read back: one karmor writes is well under 1 KiB.
+const maxUnitBytes = 64 << 10
 
 // errNotKarmors marks a file at one of karmor's paths that karmor did not put there.
 var errNotKarmors = errors.New("not karmor's")
@@ -712,33 +705,6 @@ func programStatus(ctx context.Context, path, name string) ProgramStatus {
 		ps.Err = fmt.Errorf("%s is not executable", path)
 		return ps
 	}
-	ctx, cancel := context.WithTimeout(ctx, versionTimeout)
-	defer cancel()
-	out := &cappedBuffer{limit: maxVersionBytes}
-	cmd := exec.CommandContext(ctx, path, "--version")
-	cmd.Stdout = out
-	if err := cmd.Run(); err != nil {
-		ps.Err = fmt.Errorf("%s --version: %w", path, err)
-		return ps
-	}
-	v, ok := strings.CutPrefix(strings.TrimSpace(out.String()), name+" ")
-	if !ok {
-		ps.Err = fmt.Errorf("%s --version says %q, not %s's version", path, out.String(), name)
-		return ps
-	}
-	ps.Version = strings.TrimSpace(v)
+	ps.Version, ps.Err = install.ProgramVersion(ctx, path, name)
 	return ps
-}
-
-// cappedBuffer keeps the first limit bytes written to it and discards the rest.
-type cappedBuffer struct {
-	bytes.Buffer
-	limit int
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	if room := b.limit - b.Len(); room > 0 {
-		b.Buffer.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
 }
