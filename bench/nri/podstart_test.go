@@ -1,9 +1,11 @@
 // Package nri measures what karmor adds to container starts under containerd: a pod's start time
 // (crictl runp + create + start) without karmor, with karmor-nri, and with karmor-runc as runc,
-// all against one containerd v2 and a real karmord; and what karmor-runc adds to runc commands.
+// against containerd v2 and a real karmord; and what karmor-runc adds to runc commands.
 //
-// Run it with bench/nri/run.sh (as root). Each benchmark reports the median of its iterations,
-// so -benchtime=21x means a median over 21 pods.
+// Run it with bench/nri/run.sh (as root). Every benchmark interleaves its set-ups round by round
+// (see measureInterleaved) and reports, per set-up, the median and p90 of its rounds, its median
+// over the first set-up's, and the median of the per-round differences to the first set-up;
+// -benchtime=48x means 48 measured rounds after the warm-up rounds.
 package nri
 
 import (
@@ -12,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,20 +22,6 @@ import (
 	"github.com/karmor/karmor/internal/runcwrap"
 	"github.com/karmor/karmor/internal/testutil"
 )
-
-// samples collects one duration per iteration and reports their median and 90th percentile.
-type samples []time.Duration
-
-func (s samples) report(b *testing.B) {
-	if len(s) == 0 {
-		return
-	}
-	sorted := slices.Clone(s)
-	slices.Sort(sorted)
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	b.ReportMetric(ms(sorted[len(sorted)/2]), "ms-median")
-	b.ReportMetric(ms(sorted[len(sorted)*9/10]), "ms-p90")
-}
 
 // startKarmord starts a karmord that learns containers only from karmor-hook.
 func startKarmord(b *testing.B) *testutil.Karmord {
@@ -48,99 +35,100 @@ func hookConfig(b *testing.B, k *testutil.Karmord) install.HookConfig {
 	return h
 }
 
-// BenchmarkPodStart starts pods one after the other in three set-ups, side by side in one run.
-func BenchmarkPodStart(b *testing.B) {
-	testutil.RequireContainerd(b)
-	k := startKarmord(b)
-	hook := hookConfig(b, k)
-	c := testutil.StartContainerd(b, testutil.ContainerdOptions{})
-
-	runcCfg := filepath.Join(c.Dir, "karmor-runc.json")
-	cfg, _ := json.Marshal(runcwrap.ConfigFromHook(hook, testutil.RequireCommand(b, "runc", "apt-get install runc")))
-	if err := os.WriteFile(runcCfg, cfg, 0o644); err != nil {
+// writeRuncConfig writes karmor-runc's configuration (hook settings, the real runc) into dir and
+// returns its path, for runcwrap.EnvConfig.
+func writeRuncConfig(b *testing.B, dir string, hook install.HookConfig, runc string) string {
+	path := filepath.Join(dir, "karmor-runc.json")
+	cfg, err := json.Marshal(runcwrap.ConfigFromHook(hook, runc))
+	if err != nil {
 		b.Fatal(err)
 	}
-	var plugin *exec.Cmd
-	stopPlugin := func() {
-		if plugin != nil {
-			_ = plugin.Process.Kill()
-			_ = plugin.Wait()
-			plugin = nil
-		}
+	if err := os.WriteFile(path, cfg, 0o644); err != nil {
+		b.Fatal(err)
 	}
-	b.Cleanup(stopPlugin)
+	return path
+}
 
-	modes := []struct {
-		name  string
-		setUp func(b *testing.B)
-	}{
-		{"without-karmor", func(b *testing.B) { c.Restart(b, testutil.ContainerdOptions{}) }},
-		{"karmor-nri", func(b *testing.B) {
-			c.Restart(b, testutil.ContainerdOptions{})
-			logPath := filepath.Join(c.Dir, "karmor-nri.log")
-			plugin = exec.Command(testutil.Binary(b, "karmor-nri"), "--nri-socket", c.NRISocket, "--hook-path", hook.Path,
-				"--socket", hook.Socket, "--spool-dir", hook.SpoolDir, "--log-file", logPath)
-			if err := plugin.Start(); err != nil {
-				b.Fatal(err)
-			}
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				if lb, _ := os.ReadFile(logPath); strings.Contains(string(lb), "configured by the runtime") {
-					break
-				}
-				if time.Now().After(deadline) {
-					b.Fatal("karmor-nri did not register")
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}},
-		{"karmor-runc", func(b *testing.B) {
-			stopPlugin()
-			c.Restart(b, testutil.ContainerdOptions{DisableNRI: true, RuncBinary: testutil.Binary(b, "karmor-runc"),
-				Env: []string{runcwrap.EnvConfig + "=" + runcCfg}})
-		}},
+// startNRIPlugin runs karmor-nri against c's NRI socket until the benchmark ends and waits until
+// containerd has configured it.
+func startNRIPlugin(b *testing.B, c *testutil.Containerd, hook install.HookConfig) {
+	logPath := filepath.Join(c.Dir, "karmor-nri.log")
+	plugin := exec.Command(testutil.Binary(b, "karmor-nri"), "--nri-socket", c.NRISocket, "--hook-path", hook.Path,
+		"--socket", hook.Socket, "--spool-dir", hook.SpoolDir, "--log-file", logPath)
+	if err := plugin.Start(); err != nil {
+		b.Fatalf("start karmor-nri: %v", err)
 	}
-	pod := 0
-	for _, m := range modes {
-		ready := false
-		b.Run(m.name, func(b *testing.B) {
-			if !ready {
-				m.setUp(b)
-				ready = true
-			}
-			var s samples
-			for range b.N {
-				pod++
-				spec := testutil.PodSpec{Name: fmt.Sprintf("bench-%d", pod), Labels: map[string]string{"app": "bench"}}
-				start := time.Now()
-				p, err := c.StartPodErr(spec)
-				s = append(s, time.Since(start))
-				if err != nil {
-					b.Fatalf("pod %s: %v", spec.Name, err)
-				}
-				c.RemovePod(b, p.ID)
-			}
-			s.report(b)
-		})
+	b.Cleanup(func() {
+		_ = plugin.Process.Kill()
+		_ = plugin.Wait()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if lb, _ := os.ReadFile(logPath); strings.Contains(string(lb), "configured by the runtime") {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("karmor-nri did not register with containerd within 30s; its log:\n%s", testutil.TailFile(logPath, 20))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// BenchmarkRuncCommand runs the same runc commands directly and through karmor-runc: `state` (a
-// pass-through, which must cost no more than the wrapper's exec) and `create` + `delete` (which
-// pays for the injection).
+// BenchmarkPodStart times pod starts without karmor, with karmor-nri and with karmor-runc as runc,
+// interleaved pod by pod, plus an A/A control ("without-again": a second containerd exactly like
+// "without-karmor"), whose difference to "without-karmor" shows the noise floor and that the
+// instances themselves favour none of the set-ups.
+//
+// The three set-ups need different containerd configurations (a connected NRI plugin or not;
+// NRI off and BinaryName = karmor-runc), and restarting one containerd between pods would time
+// restarts' after-effects, not pod starts. So three containerd instances run side by side for
+// the whole benchmark (four with the control), each in its own directory (root, state, sockets, runc root), all idle but
+// for the one starting a pod; karmor-nri and karmord also run throughout. Every set-up thus
+// shares the same background: the only difference while one pod starts is which containerd is
+// asked. "without-karmor" keeps containerd 2.x's default NRI on, with no plugin connected (what a
+// cluster without karmor runs); "karmor-runc" turns NRI off, its documented set-up (containerd
+// without NRI). Each pod is removed right after its start is timed, untimed.
+func BenchmarkPodStart(b *testing.B) {
+	testutil.RequireContainerd(b)
+	runc := testutil.RequireCommand(b, "runc", "apt-get install runc")
+	k := startKarmord(b)
+	hook := hookConfig(b, k)
+
+	without := testutil.StartContainerd(b, testutil.ContainerdOptions{})
+	again := testutil.StartContainerd(b, testutil.ContainerdOptions{})
+	withNRI := testutil.StartContainerd(b, testutil.ContainerdOptions{})
+	startNRIPlugin(b, withNRI, hook)
+	runcCfg := writeRuncConfig(b, b.TempDir(), hook, runc)
+	withRunc := testutil.StartContainerd(b, testutil.ContainerdOptions{DisableNRI: true,
+		RuncBinary: testutil.Binary(b, "karmor-runc"), Env: []string{runcwrap.EnvConfig + "=" + runcCfg}})
+
+	podStart := func(name string, c *testutil.Containerd) arm {
+		return arm{name: name, run: func(b *testing.B, round int) time.Duration {
+			spec := testutil.PodSpec{Name: fmt.Sprintf("bench-%s-%d", name, round), Labels: map[string]string{"app": "bench"}}
+			start := time.Now()
+			p, err := c.StartPodErr(spec)
+			d := time.Since(start)
+			if err != nil {
+				b.Fatalf("%s: pod %s: %v\ncontainerd log:\n%s", name, spec.Name, err, testutil.TailFile(c.LogPath, 20))
+			}
+			c.RemovePod(b, p.ID)
+			return d
+		}}
+	}
+	benchInterleaved(b, []arm{podStart("without-karmor", without), podStart("without-again", again),
+		podStart("karmor-nri", withNRI), podStart("karmor-runc", withRunc)})
+}
+
+// BenchmarkRuncCommand runs the same runc commands directly and through karmor-runc, interleaved
+// command by command: `state` (a pass-through, which must cost no more than the wrapper's exec)
+// and `create` + `delete` (which pays for the injection).
 func BenchmarkRuncCommand(b *testing.B) {
 	testutil.RequireRoot(b)
 	runc := testutil.RequireCommand(b, "runc", "apt-get install runc")
 	k := startKarmord(b)
 	wrapper := testutil.Binary(b, "karmor-runc")
 	root := b.TempDir()
-	cfgPath := filepath.Join(b.TempDir(), "karmor-runc.json")
-	cfg, _ := json.Marshal(runcwrap.ConfigFromHook(hookConfig(b, k), runc))
-	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	env := append(os.Environ(), runcwrap.EnvConfig+"="+cfgPath)
-	bundle := testutil.Bundle(b, []string{"sleep", "1000"}, nil)
+	env := append(os.Environ(), runcwrap.EnvConfig+"="+writeRuncConfig(b, b.TempDir(), hookConfig(b, k), runc))
 	// Output goes to a file: a created container keeps its stdio, and a pipe would never close.
 	outPath := filepath.Join(b.TempDir(), "out")
 	do := func(b *testing.B, bin string, args ...string) time.Duration {
@@ -160,32 +148,29 @@ func BenchmarkRuncCommand(b *testing.B) {
 		}
 		return d
 	}
-	do(b, runc, "create", "--bundle", bundle, "bench-state")
+	do(b, runc, "create", "--bundle", testutil.Bundle(b, []string{"sleep", "1000"}, nil), "bench-state")
 	b.Cleanup(func() { _ = exec.Command(runc, "--root", root, "delete", "-f", "bench-state").Run() })
 
 	// The floor for any wrapper written in Go: a program that only execs runc.
 	bare := bareExecWrapper(b, runc)
-	for _, bin := range []struct{ name, path string }{{"runc", runc}, {"bare-go-exec", bare}, {"karmor-runc", wrapper}} {
-		b.Run("state/"+bin.name, func(b *testing.B) {
-			var s samples
-			for range b.N {
-				s = append(s, do(b, bin.path, "state", "bench-state"))
-			}
-			s.report(b)
-		})
+	state := func(name, bin string) arm {
+		return arm{name: name, run: func(b *testing.B, _ int) time.Duration { return do(b, bin, "state", "bench-state") }}
 	}
-	for _, bin := range []struct{ name, path string }{{"runc", runc}, {"karmor-runc", wrapper}} {
-		b.Run("create+delete/"+bin.name, func(b *testing.B) {
-			var s samples
-			for i := range b.N {
-				// A fresh bundle each time, so the wrapper's injection is paid on every create.
-				fresh := testutil.Bundle(b, []string{"sleep", "1000"}, nil)
-				id := fmt.Sprintf("bench-%s-%d", bin.name, i)
-				s = append(s, do(b, bin.path, "create", "--bundle", fresh, id)+do(b, bin.path, "delete", "-f", id))
-			}
-			s.report(b)
-		})
+	b.Run("state", func(b *testing.B) {
+		benchInterleaved(b, []arm{state("runc", runc), state("bare-go-exec", bare), state("karmor-runc", wrapper)})
+	})
+
+	createDelete := func(name, bin string) arm {
+		return arm{name: name, run: func(b *testing.B, round int) time.Duration {
+			// A fresh bundle each time (made untimed), so the wrapper's injection is paid on every create.
+			bundle := testutil.Bundle(b, []string{"sleep", "1000"}, nil)
+			id := fmt.Sprintf("bench-%s-%d", name, round)
+			return do(b, bin, "create", "--bundle", bundle, id) + do(b, bin, "delete", "-f", id)
+		}}
 	}
+	b.Run("create+delete", func(b *testing.B) {
+		benchInterleaved(b, []arm{createDelete("runc", runc), createDelete("karmor-runc", wrapper)})
+	})
 }
 
 // bareExecWrapper builds a Go program that does nothing but exec runc with its arguments, built
