@@ -22,6 +22,7 @@ import (
 	"github.com/karmor/karmor/internal/agent"
 	"github.com/karmor/karmor/internal/kubepods"
 	"github.com/karmor/karmor/internal/oci"
+	"github.com/karmor/karmor/internal/podmanlabels"
 	"github.com/karmor/karmor/internal/version"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
@@ -54,6 +55,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 		nodeLabels           []string
 		nodeLabelsFile       string
 		passwordFile         string
+		podmanDB             string
 	)
 	cmd := &cobra.Command{
 		Use:   "karmord",
@@ -92,6 +94,13 @@ func newCommand(logOut io.Writer) *cobra.Command {
 				if cfg.PolicyTransport.Password, err = agent.ReadSecretFile(passwordFile); err != nil {
 					return err
 				}
+			}
+			if podmanDB != "" {
+				podman, err := podmanlabels.Open(podmanlabels.Options{DBPath: podmanDB, Logger: cfg.Logger})
+				if err != nil {
+					return fmt.Errorf("--podman-db: %w", err)
+				}
+				cfg.ContainerLabels = func(c *agentapi.Container) (map[string]string, bool) { return podman.Labels(c.ID) }
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -132,6 +141,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringVar(&cfg.NodeName, "node-name", "", "node name host policies see as kubearmor.io/hostname (default: $NODE_NAME, else the host name)")
 	f.StringArrayVar(&nodeLabels, "node-label", nil, "node label KEY=VALUE for host policies' nodeSelector (repeatable; wins over --node-labels-file)")
 	f.StringVar(&nodeLabelsFile, "node-labels-file", "", "file of node labels: KEY=VALUE lines or a JSON object")
+	f.StringVar(&podmanDB, "podman-db", podmanlabels.DefaultDBPath, "libpod's BoltDB state database, read (never written) for Podman containers' labels (\"\" turns this off; Podman 5's SQLite state is not read)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	kube.Register(f)

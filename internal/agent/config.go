@@ -105,6 +105,14 @@ type Config struct {
 	// cache). ok false means the pod is not known.
 	PodLabels func(namespace, pod string) (labels map[string]string, ok bool)
 
+	// ContainerLabels, when set, gives the labels of a Podman container, which Podman keeps out
+	// of the OCI config and the hook's state (internal/podmanlabels reads them from libpod's
+	// database). It is asked only about containers whose io.container.manager annotation is
+	// "libpod" and that carry no labels, with the same contract as PodLabels: outside the table's
+	// lock, never on the hook's path, possibly concurrently, quickly. The returned map is not
+	// modified. ok false means the container is not known.
+	ContainerLabels func(c *agentapi.Container) (labels map[string]string, ok bool)
+
 	// Logger receives the agent's structured logs; slog.Default() when nil.
 	Logger *slog.Logger
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/karmor/karmor/internal/containerinfo"
 	"github.com/karmor/karmor/internal/match"
 	"github.com/karmor/karmor/internal/policysource"
 	"github.com/karmor/karmor/pkg/agentapi"
@@ -67,11 +68,23 @@ func (a *Agent) policyChanged(ch policysource.Change) {
 }
 
 // withPolicies adds to a container copy what karmord knows beyond the table: its pod's labels when
-// the runtime passed none (Config.PodLabels), and the IDs of the policies of set that apply.
-// Call it without holding a.mu.
+// the runtime passed none (Config.PodLabels), a Podman container's labels (Config.ContainerLabels),
+// and the IDs of the policies of set that apply. Call it without holding a.mu.
 func (a *Agent) withPolicies(c *agentapi.Container, set *policysource.Set) {
 	a.fillPodLabels(c)
+	a.fillPodmanLabels(c)
 	c.Policies = policyIDs(set.Match.Match(c))
+}
+
+// fillPodmanLabels gives a Podman container without labels the labels Podman keeps in its own
+// database, when a ContainerLabels lookup is configured.
+func (a *Agent) fillPodmanLabels(c *agentapi.Container) {
+	if a.cfg.ContainerLabels == nil || len(c.Labels) > 0 || c.Annotations[containerinfo.AnnotationManager] != containerinfo.ManagerLibpod {
+		return
+	}
+	if labels, ok := a.cfg.ContainerLabels(c); ok && len(labels) > 0 {
+		c.Labels = maps.Clone(labels)
+	}
 }
 
 // fillPodLabels gives a Kubernetes container without labels its pod's labels, when a PodLabels
