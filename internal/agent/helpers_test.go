@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -124,4 +125,33 @@ func ids(cs []agentapi.Container) string {
 		out = append(out, c.ID)
 	}
 	return strings.Join(out, ",")
+}
+
+// reportStarts reports each container's start to the agent, as the hook does.
+func reportStarts(t *testing.T, cl *agentapi.Client, cs []agentapi.Container) {
+	t.Helper()
+	for _, c := range cs {
+		if _, err := cl.Report(ctxT(t), &agentapi.Event{Kind: agentapi.KindStart, Container: c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkLabelsAndPolicies lists the containers and checks each one's labels and matched
+// policies, formatted "LABELS POLICIES", against want (by id).
+func checkLabelsAndPolicies(t *testing.T, cl *agentapi.Client, want map[string]string) {
+	t.Helper()
+	list, err := cl.List(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, c := range list {
+		got[c.ID] = fmt.Sprintf("%v %v", c.Labels, c.Policies)
+	}
+	for id, w := range want {
+		if got[id] != w {
+			t.Errorf("%s: %s, want %s", id, got[id], w)
+		}
+	}
 }

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"fmt"
 	"sync/atomic"
 	"testing"
 
@@ -27,35 +26,18 @@ func TestContainerLabelsFillPodmanContainers(t *testing.T) {
 	cl := client(cfg)
 	ctx := ctxT(t)
 	libpod := map[string]string{containerinfo.AnnotationManager: containerinfo.ManagerLibpod}
-	for _, c := range []agentapi.Container{
+	reportStarts(t, cl, []agentapi.Container{
 		{ID: "p1", PID: 1, Annotations: libpod},                                                      // filled
 		{ID: "p2", PID: 2, Annotations: libpod},                                                      // not in Podman's database
 		{ID: "p3", PID: 3, Annotations: libpod, Labels: map[string]string{"app": "other"}},           // has labels
 		{ID: "r1", PID: 4, Annotations: map[string]string{containerinfo.AnnotationManager: "cri-o"}}, // not Podman
-	} {
-		if _, err := cl.Report(ctx, &agentapi.Event{Kind: agentapi.KindStart, Container: c}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	list, err := cl.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, c := range list {
-		got[c.ID] = fmt.Sprintf("%v %v", c.Labels, c.Policies)
-	}
-	want := map[string]string{
+	})
+	checkLabelsAndPolicies(t, cl, map[string]string{
 		"p1": "map[app:web] [KubeArmorPolicy/default/web-block]",
 		"p2": "map[] []",
 		"p3": "map[app:other] []",
 		"r1": "map[] []",
-	}
-	for id, w := range want {
-		if got[id] != w {
-			t.Errorf("%s: %s, want %s", id, got[id], w)
-		}
-	}
+	})
 	if n := calls.Load(); n != 2 {
 		t.Errorf("ContainerLabels called %d times for one list, want 2 (p1, p2)", n)
 	}

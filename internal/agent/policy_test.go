@@ -2,7 +2,6 @@ package agent
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -251,36 +250,18 @@ func TestPodLabelsFillKubernetesContainers(t *testing.T) {
 	}
 	runAgent(t, cfg)
 	cl := client(cfg)
-	ctx := ctxT(t)
-	for _, c := range []agentapi.Container{
+	reportStarts(t, cl, []agentapi.Container{
 		{ID: "k1", PID: 1, Pod: "web-0", Namespace: "shop"},                                            // filled
 		{ID: "k2", PID: 2, Pod: "gone-0", Namespace: "shop"},                                           // unknown pod
 		{ID: "k3", PID: 3, Pod: "web-0", Namespace: "shop", Labels: map[string]string{"app": "other"}}, // has labels
 		{ID: "r1", PID: 4, Annotations: map[string]string{"io.kubernetes.pod.name": "x"}},              // not Kubernetes
-	} {
-		if _, err := cl.Report(ctx, &agentapi.Event{Kind: agentapi.KindStart, Container: c}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	list, err := cl.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, c := range list {
-		got[c.ID] = fmt.Sprintf("%v %v", c.Labels, c.Policies)
-	}
-	want := map[string]string{
+	})
+	checkLabelsAndPolicies(t, cl, map[string]string{
 		"k1": "map[app:web] [KubeArmorPolicy/shop/shop-block]",
 		"k2": "map[] []",
 		"k3": "map[app:other] []",
 		"r1": "map[] []",
-	}
-	for id, w := range want {
-		if got[id] != w {
-			t.Errorf("%s: %s, want %s", id, got[id], w)
-		}
-	}
+	})
 	if n := calls.Load(); n != 2 {
 		t.Errorf("PodLabels called %d times for one list, want 2 (k1, k2)", n)
 	}
