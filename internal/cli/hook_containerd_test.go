@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -100,13 +99,7 @@ func TestHookInstallContainerdNRIOff(t *testing.T) {
 
 // The real containerd's version decides NRI's default for a configuration that does not say.
 func TestHookInstallContainerdVersionDefault(t *testing.T) {
-	bin, err := exec.LookPath("containerd")
-	if err != nil {
-		bin = filepath.Join(testutil.GoBinDir(), "containerd")
-		if _, err := os.Stat(bin); err != nil {
-			t.Skipf("SKIP (loud): containerd not on PATH or in %s; install it with: %s", testutil.GoBinDir(), testutil.ContainerdInstallHint)
-		}
-	}
+	bin := testutil.ContainerdBinary(t)
 	f := newContainerdFixture(t, "version = 2\n")
 	code, out, errOut := runContainerdInstall(t, append(f.args("--nri-plugin-dir", filepath.Join(f.dir, "p"), "--nri-conf-dir", filepath.Join(f.dir, "c")),
 		"--containerd-bin", bin)...)

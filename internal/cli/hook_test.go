@@ -256,29 +256,9 @@ func TestRuncContainerWithAgentDown(t *testing.T) {
 	}
 }
 
-// podmanImage returns a local busybox image for Podman, importing one from the busybox rootfs
-// when absent.
-func podmanImage(t *testing.T) string {
-	t.Helper()
-	const image = "localhost/karmor-busybox:test"
-	if exec.Command("podman", "image", "exists", image).Run() == nil {
-		return image
-	}
-	rootfs := testutil.BusyboxRootfs(t)
-	tarball := filepath.Join(t.TempDir(), "busybox.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
-		t.Fatalf("tar busybox rootfs: %v\n%s", err, out)
-	}
-	if out, err := exec.Command("podman", "import", tarball, image).CombinedOutput(); err != nil {
-		t.Skipf("SKIP (loud): podman cannot import a busybox image here (%v: %s); see /work/shared/docs/runtimes.md", err, out)
-	}
-	return image
-}
-
 func TestPodmanContainerName(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "podman", "apt-get install podman")
-	image := podmanImage(t)
+	testutil.RequirePodman(t)
+	image := testutil.PodmanImage(t)
 	agent := hooktest.Start(t)
 	root := t.TempDir()
 	hooksDir := filepath.Join(root, "hooks.d")

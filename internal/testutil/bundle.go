@@ -23,7 +23,7 @@ func BusyboxRootfs(t testing.TB) string {
 	t.Helper()
 	busybox := "/bin/busybox"
 	if _, err := os.Stat(busybox); err != nil {
-		t.Skip("SKIP (loud): /bin/busybox missing; install busybox-static (.ci/run does)")
+		Unavailable(t, "/bin/busybox missing; install busybox-static (.ci/run does)")
 	}
 	rootfsOnce.Do(func() {
 		d, err := processTempDir("karmor-rootfs-")

@@ -90,6 +90,17 @@ func lookTool(name string) (string, bool) {
 	return "", false
 }
 
+// ContainerdBinary returns the containerd program (on PATH or in GoBinDir), or stops the test
+// (see Unavailable).
+func ContainerdBinary(t testing.TB) string {
+	t.Helper()
+	p, ok := lookTool("containerd")
+	if !ok {
+		Unavailable(t, "containerd not found on PATH or in %s; install it with: %s (.ci/run does)", GoBinDir(), ContainerdInstallHint)
+	}
+	return p
+}
+
 // RequireContainerd skips loudly unless root and containerd v2, its runc shim, ctr, crictl and
 // runc are installed (on PATH or in $(go env GOPATH)/bin).
 func RequireContainerd(t testing.TB) {
@@ -98,11 +109,11 @@ func RequireContainerd(t testing.TB) {
 	RequireCommand(t, "runc", "apt-get install runc")
 	for _, tool := range []string{"containerd", "containerd-shim-runc-v2", "ctr"} {
 		if _, ok := lookTool(tool); !ok {
-			t.Skipf("SKIP (loud): %s not found on PATH or in %s; install it with: %s (.ci/run does)", tool, GoBinDir(), ContainerdInstallHint)
+			Unavailable(t, "%s not found on PATH or in %s; install it with: %s (.ci/run does)", tool, GoBinDir(), ContainerdInstallHint)
 		}
 	}
 	if _, ok := lookTool("crictl"); !ok {
-		t.Skipf("SKIP (loud): crictl not found on PATH or in %s; install it with: %s (.ci/run does)", GoBinDir(), CrictlInstallHint)
+		Unavailable(t, "crictl not found on PATH or in %s; install it with: %s (.ci/run does)", GoBinDir(), CrictlInstallHint)
 	}
 }
 

@@ -83,7 +83,7 @@ func SharedDir(t testing.TB, sub string) string {
 	t.Helper()
 	p := filepath.Join(RepoRoot(t), "..", "shared", sub)
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("SKIP (loud): %s not found (%v); this test needs the project's shared material beside the repository", p, err)
+		Unavailable(t, "%s not found (%v); this test needs the project's shared material beside the repository", p, err)
 	}
 	return p
 }
@@ -92,7 +92,7 @@ func SharedDir(t testing.TB, sub string) string {
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("SKIP (loud): needs root to run real containers; CI runs as root")
+		Unavailable(t, "needs root to run real containers; CI runs as root")
 	}
 }
 
@@ -101,7 +101,7 @@ func RequireCommand(t testing.TB, name, installHint string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Skipf("SKIP (loud): %s not on PATH; install it with: %s (.ci/run does)", name, installHint)
+		Unavailable(t, "%s not on PATH; install it with: %s (.ci/run does)", name, installHint)
 	}
 	return p
 }

@@ -19,7 +19,7 @@ func TestMakeDemo(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireCommand(t, "runc", "apt-get install runc")
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("SKIP (loud): /bin/busybox missing; install busybox-static (.ci/run does)")
+		testutil.Unavailable(t, "/bin/busybox missing; install busybox-static (.ci/run does)")
 	}
 	repo := testutil.RepoRoot(t)
 	bin := t.TempDir()

@@ -19,10 +19,8 @@ import (
 // KubeArmorPolicy selecting app=web applies to the container run with --label app=web, and not to
 // one run with another label. Both `karmor containers -o json` and the agent API show it.
 func TestPodmanLabelsSelectPolicies(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "podman", "apt-get install podman")
-	requirePodmanSettings(t)
-	image := podmanImage(t)
+	testutil.RequirePodman(t)
+	image := testutil.PodmanImage(t)
 	db := podmanStateDB(t)
 
 	policies := t.TempDir()
@@ -103,7 +101,7 @@ func podmanStateDB(t *testing.T) string {
 	}
 	db := filepath.Join(strings.TrimSpace(string(out)), "libpod", "bolt_state.db")
 	if _, err := os.Stat(db); err != nil {
-		t.Skipf("SKIP (loud): Podman's state is not in BoltDB at %s (%v): Podman 5 keeps it in SQLite, which karmord does not read", db, err)
+		testutil.Unavailable(t, "Podman's state is not in BoltDB at %s (%v): Podman 5 keeps it in SQLite, which karmord does not read", db, err)
 	}
 	return db
 }

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -13,51 +12,12 @@ import (
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
-// requirePodmanSettings skips loudly unless /etc/containers/containers.conf has the settings
-// Podman needs on these machines (see /work/shared/docs/runtimes.md): runc as the runtime (crun
-// refuses hybrid cgroups) and explicit nofile/nproc ulimits.
-func requirePodmanSettings(t *testing.T) {
-	t.Helper()
-	const path = "/etc/containers/containers.conf"
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Skipf("SKIP (loud): %s unreadable (%v); it needs [engine] runtime = \"runc\" and [containers] default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"] (.ci/run writes them)", path, err)
-	}
-	for setting, re := range map[string]string{
-		`[engine] runtime = "runc"`:                `(?m)^\s*runtime\s*=\s*"runc"`,
-		`[containers] default_ulimits with nofile`: `(?m)^\s*default_ulimits\s*=.*nofile=`,
-	} {
-		if !regexp.MustCompile(re).Match(b) {
-			t.Skipf("SKIP (loud): %s lacks %s, without which Podman cannot start containers here (.ci/run writes it)", path, setting)
-		}
-	}
-}
-
-// podmanImage returns a local busybox image, importing one from the busybox rootfs when absent.
-func podmanImage(t *testing.T) string {
-	t.Helper()
-	const image = "localhost/karmor-e2e-busybox:test"
-	if exec.Command("podman", "image", "exists", image).Run() == nil {
-		return image
-	}
-	tarball := filepath.Join(t.TempDir(), "busybox.tar")
-	if out, err := exec.Command("tar", "-C", testutil.BusyboxRootfs(t), "-cf", tarball, ".").CombinedOutput(); err != nil {
-		t.Fatalf("tar the busybox rootfs: %v\n%s", err, out)
-	}
-	if out, err := exec.Command("podman", "import", tarball, image).CombinedOutput(); err != nil {
-		t.Skipf("SKIP (loud): podman cannot import a busybox image here (%v: %s); see /work/shared/docs/runtimes.md", err, out)
-	}
-	return image
-}
-
 // TestPodmanNameSeenByKarmord: with the hooks.d files `karmor hook install --runtime podman`
 // writes, a `podman run --name` container reaches karmord under its Podman name, and its removal
 // takes it out of the table.
 func TestPodmanNameSeenByKarmord(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "podman", "apt-get install podman")
-	requirePodmanSettings(t)
-	image := podmanImage(t)
+	testutil.RequirePodman(t)
+	image := testutil.PodmanImage(t)
 
 	noRuntime := t.TempDir() // karmord learns this container from the hook alone
 	k := newKarmord(t, noRuntime, "--reconcile-interval", "1h")
