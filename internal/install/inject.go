@@ -12,39 +12,6 @@ import (
 	"github.com/karmor/karmor/internal/containerinfo"
 )
 
-// InjectHooks adds karmor's createRuntime and poststop hooks to hooks, leaving other hooks alone.
-// It is idempotent: an identical karmor hook already in a stage is kept as is, and a karmor hook
-// with other arguments (an earlier configuration) is replaced in place. It reports whether
-// anything changed.
-func InjectHooks(hooks *rspec.Hooks, h HookConfig) bool {
-	changed := false
-	for _, stage := range Stages {
-		list := stageList(hooks, stage)
-		var ok bool
-		*list, ok = injectStage(*list, h.OCIHook(stage), h)
-		changed = changed || ok
-	}
-	return changed
-}
-
-// InjectSpec is InjectHooks on a spec's hooks, creating them when absent.
-func InjectSpec(spec *rspec.Spec, h HookConfig) bool {
-	if spec.Hooks == nil {
-		spec.Hooks = &rspec.Hooks{}
-	}
-	return InjectHooks(spec.Hooks, h)
-}
-
-func stageList(hooks *rspec.Hooks, stage string) *[]rspec.Hook {
-	switch stage {
-	case "createRuntime":
-		return &hooks.CreateRuntime
-	case "poststop":
-		return &hooks.Poststop
-	}
-	panic("install: no hook list for stage " + stage)
-}
-
 // injectStage puts want into list once: it replaces the first karmor hook found and drops any
 // further ones, or appends want when there is none.
 func injectStage(list []rspec.Hook, want rspec.Hook, h HookConfig) ([]rspec.Hook, bool) {

@@ -181,11 +181,30 @@ func assertNoTemp(t *testing.T, dir string) {
 	}
 }
 
+// injectSpec injects h into spec through InjectConfigJSON, the path every caller takes, and
+// reports whether anything changed.
+func injectSpec(t *testing.T, spec *rspec.Spec, h HookConfig) bool {
+	t.Helper()
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, changed, err := InjectConfigJSON(raw, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	*spec = rspec.Spec{}
+	if err := json.Unmarshal(out, spec); err != nil {
+		t.Fatal(err)
+	}
+	return changed
+}
+
 func TestInjectHooks(t *testing.T) {
 	h := testHook("/opt")
 	other := rspec.Hook{Path: "/usr/bin/other", Args: []string{"other"}}
 	spec := &rspec.Spec{Hooks: &rspec.Hooks{CreateRuntime: []rspec.Hook{other}, StartContainer: []rspec.Hook{other}}}
-	if !InjectSpec(spec, h) {
+	if !injectSpec(t, spec, h) {
 		t.Fatal("first injection changed nothing")
 	}
 	if len(spec.Hooks.CreateRuntime) != 2 || spec.Hooks.CreateRuntime[0].Path != other.Path || spec.Hooks.CreateRuntime[1].Path != h.Path ||
@@ -195,7 +214,7 @@ func TestInjectHooks(t *testing.T) {
 	if got := spec.Hooks.Poststop[0].Args; got[len(got)-1] != "poststop" {
 		t.Errorf("poststop args %q", got)
 	}
-	if InjectSpec(spec, h) {
+	if injectSpec(t, spec, h) {
 		t.Error("second injection changed something")
 	}
 	if len(spec.Hooks.CreateRuntime) != 2 || len(spec.Hooks.Poststop) != 1 {
@@ -204,17 +223,17 @@ func TestInjectHooks(t *testing.T) {
 	// A changed configuration replaces karmor's hook in place.
 	h2 := h
 	h2.Socket = "/run/other.sock"
-	if !InjectSpec(spec, h2) || len(spec.Hooks.CreateRuntime) != 2 || !slices.Contains(spec.Hooks.CreateRuntime[1].Args, "/run/other.sock") {
+	if !injectSpec(t, spec, h2) || len(spec.Hooks.CreateRuntime) != 2 || !slices.Contains(spec.Hooks.CreateRuntime[1].Args, "/run/other.sock") {
 		t.Errorf("reconfigured injection: %+v", spec.Hooks.CreateRuntime)
 	}
 	// Duplicates left by hand are folded into one.
 	spec.Hooks.Poststop = append(spec.Hooks.Poststop, spec.Hooks.Poststop[0])
-	if !InjectSpec(spec, h2) || len(spec.Hooks.Poststop) != 1 {
+	if !injectSpec(t, spec, h2) || len(spec.Hooks.Poststop) != 1 {
 		t.Errorf("duplicates kept: %+v", spec.Hooks.Poststop)
 	}
 	// A spec without hooks gets them.
 	empty := &rspec.Spec{}
-	if !InjectSpec(empty, h) || len(empty.Hooks.CreateRuntime) != 1 {
+	if !injectSpec(t, empty, h) || len(empty.Hooks.CreateRuntime) != 1 {
 		t.Errorf("empty spec: %+v", empty.Hooks)
 	}
 }

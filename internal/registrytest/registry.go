@@ -7,8 +7,6 @@ package registrytest
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -177,18 +175,6 @@ func (r *Registry) Close() {
 
 // Client returns an HTTP client that trusts the registry's certificate.
 func (r *Registry) Client() *http.Client { return r.server.Client() }
-
-// CertPool returns a pool holding the registry's CA (TLS only).
-func (r *Registry) CertPool() *x509.CertPool {
-	pool := x509.NewCertPool()
-	if r.server.Certificate() != nil {
-		pool.AddCert(r.server.Certificate())
-	}
-	return pool
-}
-
-// TLSConfig returns a client TLS configuration that trusts the registry.
-func (r *Registry) TLSConfig() *tls.Config { return &tls.Config{RootCAs: r.CertPool()} }
 
 func (r *Registry) writeCA() error {
 	cert := r.server.Certificate()
