@@ -1,11 +1,8 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
 	"os"
-	"path/filepath"
-	"strconv"
 
 	"github.com/karmor/karmor/internal/containerinfo"
 	"github.com/karmor/karmor/pkg/agentapi"
@@ -81,26 +78,12 @@ func (a *Agent) alive(pid int, pidStart uint64) bool {
 	if pid <= 0 {
 		return true
 	}
-	start, err := containerinfo.PIDStartTime(a.cfg.ProcRoot, pid)
+	st, err := containerinfo.ReadPIDStat(a.cfg.ProcRoot, pid)
 	if err != nil {
 		return !errors.Is(err, os.ErrNotExist)
 	}
-	if pidStart != 0 && start != pidStart {
+	if pidStart != 0 && st.Start != pidStart {
 		return false
 	}
-	return !isZombie(a.cfg.ProcRoot, pid)
-}
-
-// isZombie reads the state field of procRoot/<pid>/stat (the one after the parenthesised
-// command name, which may itself hold parentheses).
-func isZombie(procRoot string, pid int) bool {
-	body, err := containerinfo.ReadRegularFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"), 4096)
-	if err != nil {
-		return false
-	}
-	end := bytes.LastIndexByte(body, ')')
-	if end < 0 || end+2 >= len(body) {
-		return false
-	}
-	return body[end+2] == 'Z' || body[end+2] == 'X'
+	return !st.Gone()
 }

@@ -83,42 +83,60 @@ func ReadProc(procRoot string, pid int, c *agentapi.Container) error {
 	return errors.Join(errs...)
 }
 
-// PIDStartTime returns field 22 of procRoot/<pid>/stat: the process's start time in clock ticks
-// after boot.
-func PIDStartTime(procRoot string, pid int) (uint64, error) {
+// PIDStat is what karmor reads of /proc/<pid>/stat.
+type PIDStat struct {
+	// State is field 3: R, S, D, Z (zombie), X (dead), ...
+	State byte
+	// Start is field 22: the process's start time in clock ticks after boot. With the pid it
+	// names one process for the life of the system, as a pid alone does not.
+	Start uint64
+}
+
+// Gone reports whether the process has exited and only waits to be reaped (or is being).
+func (s PIDStat) Gone() bool { return s.State == 'Z' || s.State == 'X' }
+
+// ReadPIDStat reads procRoot/<pid>/stat.
+func ReadPIDStat(procRoot string, pid int) (PIDStat, error) {
 	if procRoot == "" {
 		procRoot = DefaultProcRoot
 	}
 	path := filepath.Join(procRoot, strconv.Itoa(pid), "stat")
-	body, err := os.ReadFile(path)
+	body, err := ReadRegularFile(path, 4096)
 	if err != nil {
-		return 0, fmt.Errorf("read start time of pid %d: %w", pid, err)
+		return PIDStat{}, fmt.Errorf("read stat of pid %d: %w", pid, err)
 	}
-	start, err := parseStatStartTime(body)
+	st, err := parseStat(body)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
+		return PIDStat{}, fmt.Errorf("%s: %w", path, err)
 	}
-	return start, nil
+	return st, nil
 }
 
-// parseStatStartTime extracts field 22 of a /proc/<pid>/stat line. The second field, the
-// command name in parentheses, may itself hold spaces and parentheses, so fields are counted
-// from the last ')'.
-func parseStatStartTime(line []byte) (uint64, error) {
+// PIDStartTime returns field 22 of procRoot/<pid>/stat: the process's start time in clock ticks
+// after boot.
+func PIDStartTime(procRoot string, pid int) (uint64, error) {
+	st, err := ReadPIDStat(procRoot, pid)
+	return st.Start, err
+}
+
+// parseStat extracts fields 3 and 22 of a /proc/<pid>/stat line. The second field, the command
+// name in parentheses, may itself hold spaces and parentheses, so fields are counted from the
+// last ')'.
+func parseStat(line []byte) (PIDStat, error) {
 	end := bytes.LastIndexByte(line, ')')
 	if end < 0 {
-		return 0, errors.New("malformed stat: no command name")
+		return PIDStat{}, errors.New("malformed stat: no command name")
 	}
 	// After ") " come fields 3 (state) onwards; start time is field 22, the 20th of these.
 	fields := strings.Fields(string(line[end+1:]))
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("malformed stat: %d fields after the command name, want at least 20", len(fields))
+	if len(fields) < 20 || len(fields[0]) != 1 {
+		return PIDStat{}, fmt.Errorf("malformed stat: %d fields after the command name, want at least 20", len(fields))
 	}
 	v, err := strconv.ParseUint(fields[19], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("malformed stat start time: %w", err)
+		return PIDStat{}, fmt.Errorf("malformed stat start time: %w", err)
 	}
-	return v, nil
+	return PIDStat{State: fields[0][0], Start: v}, nil
 }
 
 // namespaceInode reads a /proc/<pid>/ns/<kind> link, whose target is "<kind>:[<inode>]".

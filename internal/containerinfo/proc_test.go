@@ -26,13 +26,13 @@ func mustJSON(t testing.TB, v any) string {
 func TestParseStatStartTime(t *testing.T) {
 	// The command name holds spaces and a ')' to trip naive splitting.
 	line := "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10 18446744073709551615"
-	got, err := parseStatStartTime([]byte(line))
-	if err != nil || got != 98765 {
-		t.Fatalf("got %d, %v; want 98765", got, err)
+	got, err := parseStat([]byte(line))
+	if err != nil || got.Start != 98765 || got.State != 'S' {
+		t.Fatalf("got %+v, %v; want start 98765, state S", got, err)
 	}
 	for _, bad := range []string{"", "1234 no parens", "1 (x) S 1 2 3", "1 (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 notanumber"} {
-		if v, err := parseStatStartTime([]byte(bad)); err == nil {
-			t.Errorf("%q: accepted, start %d", bad, v)
+		if v, err := parseStat([]byte(bad)); err == nil {
+			t.Errorf("%q: accepted, %+v", bad, v)
 		}
 	}
 }
