@@ -110,7 +110,7 @@ func listContainers(ctx context.Context, o containersOptions, out io.Writer) err
 		for i := range list {
 			views[i] = containerViewOf(&list[i])
 		}
-		return writeContainerJSON(out, views)
+		return writeJSON(out, views)
 	}
 	return writeContainerTable(out, list)
 }
@@ -140,7 +140,7 @@ func showContainer(ctx context.Context, o containersOptions, key string, out io.
 		return containersAgentError(o.socket, err)
 	}
 	if o.output == "json" {
-		return writeContainerJSON(out, containerViewOf(c))
+		return writeJSON(out, containerViewOf(c))
 	}
 	return writeContainerTable(out, []agentapi.Container{*c})
 }
@@ -270,12 +270,6 @@ type containerEventView struct {
 	Time      time.Time     `json:"time"`
 	Source    string        `json:"source"`
 	Container containerView `json:"container"`
-}
-
-func writeContainerJSON(out io.Writer, v any) error {
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func writeContainerJSONLine(out io.Writer, v any) error {

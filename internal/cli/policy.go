@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -112,9 +111,7 @@ func writeValidationJSON(out io.Writer, docs []policy.Document) error {
 			Errors: nonNil(d.Errors), Warnings: nonNil(d.Warnings),
 		})
 	}
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(results)
+	return writeJSON(out, results)
 }
 
 // nonNil makes empty issue lists [] rather than null in JSON, which is easier on consumers.

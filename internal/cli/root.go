@@ -2,6 +2,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -92,4 +93,11 @@ func isCobraUsageError(err error) bool {
 		}
 	}
 	return false
+}
+
+// writeJSON is every command's -o json / --format json output: indented, one value.
+func writeJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
