@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/karmor/karmor/internal/agent"
+	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/kubepods"
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/podmanlabels"
@@ -59,10 +60,11 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "karmord",
-		Short: "karmor's node agent: live containers from hooks, spool and runtime state, and the policies that apply to them",
+		Short: "karmor's node agent: live containers from hooks, spool and runtime state, the policies that apply to them, and KubeArmor fed with both",
 		Example: `  karmord --policy-dir /etc/karmor/policies
   karmord --policy-ref registry.example.com/team/policies:prod --policy-interval 1m --node-label zone=eu-1
-  karmord --policy-ref localhost:5000/policies:dev --plain-http --registry-username ci --registry-password-file /run/secrets/registry`,
+  karmord --policy-ref localhost:5000/policies:dev --plain-http --registry-username ci --registry-password-file /run/secrets/registry
+  karmord --policy-ref registry.example.com/team/policies:prod --kubearmor-socket /var/run/kubearmor/ka.sock`,
 		Version: version.String(),
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -129,8 +131,8 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", agent.DefaultReconcileInterval, "how often to reconcile with the runtimes' state and /proc")
 	f.DurationVar(&cfg.SpoolScanInterval, "spool-scan-interval", agent.DefaultSpoolScanInterval, "how often to rescan the spool directory")
 	f.IntVar(&cfg.MaxConns, "max-conns", agent.DefaultMaxConns, "maximum concurrent connections")
-	f.StringArrayVar(&cfg.PolicyDirs, "policy-dir", nil, "directory of KubeArmor policy files to enforce, watched for changes (repeatable)")
-	f.StringArrayVar(&cfg.PolicyRefs, "policy-ref", nil, "OCI reference of a policy artifact to enforce (as pushed by 'karmor oci push'), polled for new versions (repeatable)")
+	f.StringArrayVar(&cfg.PolicyDirs, "policy-dir", nil, "directory of KubeArmor policy files to follow, watched for changes (repeatable)")
+	f.StringArrayVar(&cfg.PolicyRefs, "policy-ref", nil, "OCI reference of a policy artifact to follow (as pushed by 'karmor oci push'), polled for new versions (repeatable)")
 	f.DurationVar(&cfg.PolicyInterval, "policy-interval", agent.DefaultPolicyInterval, "time between polls of each --policy-ref (varied by ±10%)")
 	f.BoolVar(&cfg.PolicyTransport.PlainHTTP, "plain-http", false, "talk plain HTTP to registries, not HTTPS (also: "+oci.EnvPlainHTTP+"=true)")
 	f.BoolVar(&cfg.PolicyTransport.Insecure, "insecure", false, "use TLS without verifying registries' certificates")
@@ -138,6 +140,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringVar(&cfg.PolicyTransport.DockerConfig, "registry-config", "", "Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	f.StringVar(&cfg.PolicyTransport.Username, "registry-username", "", "registry user name (with --registry-password-file; default: credentials from the Docker config)")
 	f.StringVar(&passwordFile, "registry-password-file", "", "file holding the registry password or token")
+	f.StringVar(&cfg.KubeArmorSocket, "kubearmor-socket", "", "send every container to KubeArmor's ka.sock (KubeArmor run with -useOCIHooks; its path is "+kubearmor.DefaultSocket+"); off when empty")
 	f.StringVar(&cfg.NodeName, "node-name", "", "node name host policies see as kubearmor.io/hostname (default: $NODE_NAME, else the host name)")
 	f.StringArrayVar(&nodeLabels, "node-label", nil, "node label KEY=VALUE for host policies' nodeSelector (repeatable; wins over --node-labels-file)")
 	f.StringVar(&nodeLabelsFile, "node-labels-file", "", "file of node labels: KEY=VALUE lines or a JSON object")

@@ -34,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/policysource"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
@@ -56,6 +57,10 @@ type Agent struct {
 
 	// policies follows the policy sources; its Current set is read without any lock.
 	policies *policysource.Manager
+
+	// containerFeed, when KubeArmor is fed, hears every change of the table (under mu, so in
+	// the table's order) and sends it to KubeArmor on its own goroutine.
+	containerFeed *kubearmor.ContainerFeed
 
 	// conns limits and tracks the connections being served.
 	conns     chan struct{}
@@ -99,6 +104,14 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.metrics.registry.MustRegister(newPolicyCollector(a.policies))
+	if cfg.KubeArmorSocket != "" {
+		a.containerFeed = kubearmor.NewContainerFeed(kubearmor.ContainerFeedOptions{
+			Socket:     cfg.KubeArmorSocket,
+			Describe:   a.fillLabels,
+			Logger:     a.log,
+			Registerer: a.metrics.registry,
+		})
+	}
 	return a, nil
 }
 
@@ -148,6 +161,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		"policy_sources", len(a.policies.Status()), "policies", a.policies.Current().Match.Len(), "node", a.cfg.NodeName)
 
 	var loops sync.WaitGroup
+	if a.containerFeed != nil {
+		// Started after the table is rebuilt, so that KubeArmor's first resync carries it whole.
+		loops.Add(1)
+		go func() { defer loops.Done(); a.containerFeed.Run(ctx) }()
+	}
 	loops.Add(3)
 	go func() { defer loops.Done(); a.acceptLoop(ctx, ln) }()
 	go func() { defer loops.Done(); a.every(ctx, a.cfg.SpoolScanInterval, func() { a.drainSpool() }) }()
@@ -206,8 +224,17 @@ func (a *Agent) apply(ev agentapi.Event) (verdict, uint64) {
 		ev.Time = began
 	}
 	ev.Container.Policies = nil // karmord's to say, at query time
+	ev.Container.KubeArmor = ""
 	a.mu.Lock()
 	v, gone := a.table.apply(&ev)
+	if a.containerFeed != nil {
+		switch v {
+		case added, updated:
+			a.containerFeed.Started(ev.Container)
+		case removed:
+			a.containerFeed.Stopped(ev.Container.ID)
+		}
+	}
 	seq := a.stream.head
 	if v != ignored {
 		pub := ev

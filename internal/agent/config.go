@@ -94,6 +94,10 @@ type Config struct {
 	PolicyInterval  time.Duration
 	PolicyTransport oci.TransportOptions
 
+	// KubeArmorSocket, when set, is KubeArmor's ka.sock: karmord sends it every container it
+	// knows (internal/kubearmor), so that KubeArmor needs no runtime socket.
+	KubeArmorSocket string
+
 	// NodeName (default: the host name) and NodeLabels are the node as host policies see it.
 	NodeName   string
 	NodeLabels map[string]string

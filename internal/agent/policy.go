@@ -67,13 +67,22 @@ func (a *Agent) policyChanged(ch policysource.Change) {
 	a.mu.Unlock()
 }
 
-// withPolicies adds to a container copy what karmord knows beyond the table: its pod's labels when
-// the runtime passed none (Config.PodLabels), a Podman container's labels (Config.ContainerLabels),
-// and the IDs of the policies of set that apply. Call it without holding a.mu.
+// withPolicies adds to a container copy what karmord knows beyond the table (fillLabels), the IDs
+// of the policies of set that apply and whether KubeArmor has it. Call it without holding a.mu.
 func (a *Agent) withPolicies(c *agentapi.Container, set *policysource.Set) {
+	a.fillLabels(c)
+	c.Policies = policyIDs(set.Match.Match(c))
+	if a.containerFeed != nil {
+		c.KubeArmor = a.containerFeed.State(c.ID)
+	}
+}
+
+// fillLabels fills in the labels karmord keeps outside the table: a pod's labels when the runtime
+// passed none (Config.PodLabels), a Podman container's (Config.ContainerLabels). Call it without
+// holding a.mu.
+func (a *Agent) fillLabels(c *agentapi.Container) {
 	a.fillPodLabels(c)
 	a.fillPodmanLabels(c)
-	c.Policies = policyIDs(set.Match.Match(c))
 }
 
 // fillPodmanLabels gives a Podman container without labels the labels Podman keeps in its own

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -37,6 +38,8 @@ func newContainersCommand() *cobra.Command {
 		Long: `List the live containers karmord knows (from karmor-hook, its spool and the runtimes' state),
 or one of them by id, unique id prefix or name, with the policies of karmord's policy set that
 apply to each (POLICIES; "policies" in JSON). 'karmor policy explain CONTAINER' says why.
+When karmord feeds KubeArmor (--kubearmor-socket), KUBEARMOR ("kubearmor" in JSON) says whether
+KubeArmor has each container: yes, pending (on its way), or away (KubeArmor is not reachable).
 
 With -w, watch instead, one line each (JSON lines with -o json), until interrupted: first the
 live containers ("listed"), then every start and stop after them, without a gap or a repeat,
@@ -236,12 +239,15 @@ type containerView struct {
 	AppArmor      string            `json:"apparmor_profile,omitempty"`
 	Privileged    bool              `json:"privileged,omitempty"`
 	Annotations   map[string]string `json:"annotations,omitempty"`
+	// KubeArmor is whether KubeArmor has the container, when karmord feeds it.
+	KubeArmor string `json:"kubearmor,omitempty"`
 }
 
 func containerViewOf(c *agentapi.Container) containerView {
 	v := containerView{ID: c.ID, Name: c.Name, PID: c.PID, Namespaces: c.Namespaces, Pod: c.Pod, Namespace: c.Namespace,
 		Labels: c.Labels, Image: c.Image, Source: c.Source, ContainerName: c.ContainerName, PodUID: c.PodUID, PIDStart: c.PIDStart,
-		CgroupPath: c.CgroupPath, Created: c.Created, Bundle: c.Bundle, AppArmor: c.AppArmor, Privileged: c.Privileged, Annotations: c.Annotations}
+		CgroupPath: c.CgroupPath, Created: c.Created, Bundle: c.Bundle, AppArmor: c.AppArmor, Privileged: c.Privileged, Annotations: c.Annotations,
+		KubeArmor: c.KubeArmor}
 	if v.Namespaces == nil {
 		v.Namespaces = map[string]uint64{}
 	}
@@ -304,15 +310,25 @@ func containerPod(c *agentapi.Container) string {
 
 func writeContainerTable(out io.Writer, list []agentapi.Container) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tPID\tPOD\tIMAGE\tLABELS\tPOLICIES\tSOURCE\tCREATED")
+	// The KUBEARMOR column appears only when karmord feeds KubeArmor.
+	fed := slices.ContainsFunc(list, func(c agentapi.Container) bool { return c.KubeArmor != "" })
+	kubearmorHeader := ""
+	if fed {
+		kubearmorHeader = "\tKUBEARMOR"
+	}
+	fmt.Fprintf(tw, "ID\tNAME\tPID\tPOD\tIMAGE\tLABELS\tPOLICIES%s\tSOURCE\tCREATED\n", kubearmorHeader)
 	for i := range list {
 		c := &list[i]
 		created := "-"
 		if !c.Created.IsZero() {
 			created = c.Created.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", containerShortID(c.ID), containerDash(c.Name), c.PID, containerPod(c), containerDash(c.Image),
-			containerDash(containerLabelList(c.Labels, 3)), containerDash(containerPolicyList(c.Policies, 3)), containerDash(c.Source), created)
+		kubearmorState := ""
+		if fed {
+			kubearmorState = "\t" + containerDash(c.KubeArmor)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s%s\t%s\t%s\n", containerShortID(c.ID), containerDash(c.Name), c.PID, containerPod(c), containerDash(c.Image),
+			containerDash(containerLabelList(c.Labels, 3)), containerDash(containerPolicyList(c.Policies, 3)), kubearmorState, containerDash(c.Source), created)
 	}
 	return tw.Flush()
 }

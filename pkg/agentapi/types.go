@@ -102,4 +102,8 @@ type Container struct {
 	// Policies are the IDs of the policies that apply to the container, filled by the agent
 	// when it answers (never taken from a hook).
 	Policies []string `json:"policies,omitempty"`
+	// KubeArmor says whether KubeArmor has the container, when karmord feeds KubeArmor: "yes"
+	// (the KubeArmor running now acknowledged it), "pending" (on its way) or "away" (KubeArmor is
+	// not reachable). Filled by the agent when it answers; empty when karmord feeds no KubeArmor.
+	KubeArmor string `json:"kubearmor,omitempty"`
 }

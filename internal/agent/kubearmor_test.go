@@ -1,0 +1,102 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/karmor/karmor/internal/kubearmor/kasocktest"
+	"github.com/karmor/karmor/pkg/agentapi"
+)
+
+// kubearmorSocket returns a ka.sock path in a short directory of the test's own.
+func kubearmorSocket(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ka-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "kubearmor", "ka.sock")
+}
+
+func stateOf(t *testing.T, cfg Config, id string) string {
+	t.Helper()
+	c, err := client(cfg).Get(ctxT(t), id)
+	if err != nil || c == nil {
+		t.Fatalf("get %s: %v %v", id, c, err)
+	}
+	return c.KubeArmor
+}
+
+// TestKubeArmorFeedFollowsTheTable: karmord's containers, as the hook reports them, reach
+// KubeArmor's socket; `list` says KubeArmor has them; a stop deletes them; a KubeArmor started
+// after karmord gets the whole set, and one that restarts gets it again.
+func TestKubeArmorFeedFollowsTheTable(t *testing.T) {
+	cfg, _ := testConfig(t)
+	cfg.KubeArmorSocket = kubearmorSocket(t)
+	runAgent(t, cfg)
+	cl := client(cfg)
+
+	web := agentapi.Container{ID: "web-1", Name: "web", PID: os.Getpid(), Labels: map[string]string{"app": "web"},
+		Namespaces: map[string]uint64{"pid": 4026531836, "mnt": 4026531841}}
+	pod := agentapi.Container{ID: "pod-1", PID: os.Getpid(), Pod: "shop-0", Namespace: "shop", ContainerName: "cart",
+		Labels: map[string]string{"app": "cart"}}
+	reportStarts(t, cl, []agentapi.Container{web, pod})
+	if s := stateOf(t, cfg, "web-1"); s != "away" {
+		t.Fatalf("with no KubeArmor the state is %q, want away", s)
+	}
+
+	ka := kasocktest.Start(t, cfg.KubeArmorSocket)
+	waitFor(t, "KubeArmor has both", func() bool { return len(ka.Containers()) == 2 })
+	got := ka.Containers()
+	if w := got["web-1"]; w.NamespaceName != "container_namespace" || w.Labels != "kubearmor.io/container.name=web,namespaceName=container_namespace,app=web" ||
+		w.PidNS != 4026531836 || w.MntNS != 4026531841 || int(w.Pid) != os.Getpid() {
+		t.Errorf("web as KubeArmor has it: %+v", w)
+	}
+	if p := got["pod-1"]; p.NamespaceName != "shop" || p.EndPointName != "shop-0" || p.ContainerName != "cart" || p.Labels != "app=cart" {
+		t.Errorf("pod container as KubeArmor has it: %+v", p)
+	}
+	waitFor(t, "state yes", func() bool { return stateOf(t, cfg, "web-1") == "yes" })
+	list, err := cl.List(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range list {
+		if c.KubeArmor != "yes" {
+			t.Errorf("list: %s kubearmor=%q", c.ID, c.KubeArmor)
+		}
+	}
+
+	if _, err := cl.Report(ctxT(t), &agentapi.Event{Kind: agentapi.KindStop, Container: agentapi.Container{ID: "pod-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "pod deleted from KubeArmor", func() bool { _, ok := ka.Containers()["pod-1"]; return !ok })
+
+	// KubeArmor restarts and forgets: karmord tells the new one what is live.
+	ka.Close()
+	os.Remove(cfg.KubeArmorSocket)
+	ka2 := kasocktest.Start(t, cfg.KubeArmorSocket)
+	waitFor(t, "the new KubeArmor has web", func() bool { _, ok := ka2.Containers()["web-1"]; return ok && len(ka2.Containers()) == 1 })
+}
+
+// TestKubeArmorFeedOffTheHooksPath: a KubeArmor that accepts but never answers does not delay
+// the hook's acknowledgement.
+func TestKubeArmorFeedOffTheHooksPath(t *testing.T) {
+	cfg, _ := testConfig(t)
+	cfg.KubeArmorSocket = kubearmorSocket(t)
+	kasocktest.Silent(t, cfg.KubeArmorSocket)
+	runAgent(t, cfg)
+	cl := client(cfg)
+	cl.Timeout = 2 * time.Second // the hook's own deadline
+	for i := range 50 {
+		c := agentapi.Container{ID: "c" + string(rune('a'+i%26)) + string(rune('a'+i/26)), PID: os.Getpid()}
+		if _, err := cl.Report(ctxT(t), &agentapi.Event{Kind: agentapi.KindStart, Container: c}); err != nil {
+			t.Fatalf("report %d while KubeArmor hangs: %v", i, err)
+		}
+	}
+	if s := stateOf(t, cfg, "caa"); s == "yes" {
+		t.Fatalf("state %q from a KubeArmor that never answered", s)
+	}
+}
