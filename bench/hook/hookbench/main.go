@@ -25,6 +25,25 @@ import (
 type config struct {
 	hook, socket, workDir string
 	latencyRuns, runcRuns int
+	// runcCases, when given, replace the agent up/down start cases: the hook reporting to each
+	// named karmord socket, compared with the first.
+	runcCases []runcCase
+}
+
+type runcCase struct{ name, socket string }
+
+// runcCaseFlag parses repeated -runc-case NAME=SOCKET flags.
+type runcCaseFlag struct{ c *config }
+
+func (f runcCaseFlag) String() string { return "" }
+
+func (f runcCaseFlag) Set(v string) error {
+	name, sock, ok := strings.Cut(v, "=")
+	if !ok || name == "" || sock == "" {
+		return fmt.Errorf("want NAME=SOCKET, got %q", v)
+	}
+	f.c.runcCases = append(f.c.runcCases, runcCase{name, sock})
+	return nil
 }
 
 func main() {
@@ -34,6 +53,7 @@ func main() {
 	flag.StringVar(&c.workDir, "work-dir", "", "scratch directory (bundles, spool, runc root)")
 	flag.IntVar(&c.latencyRuns, "latency-runs", 300, "hook executions per latency case")
 	flag.IntVar(&c.runcRuns, "runc-runs", 30, "runc run executions per start case")
+	flag.Var(runcCaseFlag{&c}, "runc-case", "NAME=SOCKET: time `runc run` with the hook reporting to this karmord (repeatable; replaces the agent up/down cases; ratios are to the first)")
 	flag.Parse()
 	if c.hook == "" || c.socket == "" || c.workDir == "" {
 		fmt.Fprintln(os.Stderr, "usage: hookbench -hook PATH -socket KARMORD_SOCKET -work-dir DIR [-latency-runs N] [-runc-runs N]")
@@ -57,13 +77,23 @@ func run(c config) error {
 	}
 	defer func() { _ = stand.Process.Kill(); _ = stand.Wait() }()
 
+	if c.latencyRuns > 0 {
+		if err := latency(c, bundle, stand.Process.Pid); err != nil {
+			return err
+		}
+	}
+	return startCases(c)
+}
+
+// latency measures the hook binary with karmord up and down.
+func latency(c config, bundle string, pid int) error {
 	fmt.Printf("karmor-hook latency (exec to exit, %d runs each, realistic state + %s)\n", c.latencyRuns, "config.json with CRI-O annotations")
 	for _, tc := range []struct{ name, socket string }{
 		{"agent up", c.socket},
 		{"agent down", filepath.Join(c.workDir, "no-karmord.sock")},
 	} {
 		spool := filepath.Join(c.workDir, "spool-"+strings.ReplaceAll(tc.name, " ", "-"))
-		d, err := hookLatency(c, bundle, stand.Process.Pid, tc.socket, spool)
+		d, err := hookLatency(c, bundle, pid, tc.socket, spool)
 		if err != nil {
 			return fmt.Errorf("%s: %w", tc.name, err)
 		}
@@ -77,33 +107,39 @@ func run(c config) error {
 		}
 		fmt.Printf("  %-10s p50 %6.2f ms  p90 %6.2f ms  p99 %6.2f ms  max %6.2f ms\n", tc.name, ms(pct(d, 50)), ms(pct(d, 90)), ms(pct(d, 99)), ms(d[len(d)-1]))
 	}
+	return nil
+}
 
+// startCases times `runc run` of a trivial container without the hook and with it for each case,
+// interleaved, and prints each median with its ratio to the first case.
+func startCases(c config) error {
+	hooked := c.runcCases
+	if len(hooked) == 0 {
+		hooked = []runcCase{{"hook, agent up", c.socket}, {"hook, agent down", filepath.Join(c.workDir, "no-karmord.sock")}}
+	}
+	type startCase struct {
+		name, bundle string
+		times        []time.Duration
+	}
 	fmt.Printf("runc run of sh -c true (%d runs each, interleaved)\n", c.runcRuns)
 	plain, err := makeBundle(filepath.Join(c.workDir, "bundle-plain"), []string{"sh", "-c", "true"})
 	if err != nil {
 		return err
 	}
-	up, err := makeBundle(filepath.Join(c.workDir, "bundle-up"), []string{"sh", "-c", "true"})
-	if err != nil {
-		return err
-	}
-	down, err := makeBundle(filepath.Join(c.workDir, "bundle-down"), []string{"sh", "-c", "true"})
-	if err != nil {
-		return err
-	}
-	for b, sock := range map[string]string{up: c.socket, down: filepath.Join(c.workDir, "no-karmord.sock")} {
+	cases := []startCase{{name: "no hook", bundle: plain}}
+	for i, hc := range hooked {
+		b, err := makeBundle(filepath.Join(c.workDir, fmt.Sprintf("bundle-%d", i)), []string{"sh", "-c", "true"})
+		if err != nil {
+			return err
+		}
 		h := install.DefaultHookConfig()
-		h.Path, h.Socket, h.SpoolDir = c.hook, sock, filepath.Join(c.workDir, "spool-runc")
+		h.Path, h.Socket, h.SpoolDir = c.hook, hc.socket, filepath.Join(c.workDir, "spool-runc")
 		if _, err := install.InjectBundle(b, h); err != nil {
 			return err
 		}
+		cases = append(cases, startCase{name: hc.name, bundle: b})
 	}
 	root := filepath.Join(c.workDir, "runc-root")
-	cases := []struct {
-		name   string
-		bundle string
-		times  []time.Duration
-	}{{"no hook", plain, nil}, {"hook, agent up", up, nil}, {"hook, agent down", down, nil}}
 	for i := 0; i < c.runcRuns+2; i++ { // the first two rounds warm caches and are dropped
 		for j := range cases {
 			d, err := runcRun(root, cases[j].bundle, fmt.Sprintf("hookbench-%d-%d", j, i))
@@ -116,10 +152,15 @@ func run(c config) error {
 		}
 	}
 	base := pct(sorted(cases[0].times), 50)
-	for _, tc := range cases {
+	first := pct(sorted(cases[1].times), 50)
+	for j, tc := range cases {
 		d := sorted(tc.times)
-		fmt.Printf("  %-17s median %6.2f ms  p90 %6.2f ms  ratio to no hook %.3f  (+%.2f ms)\n", tc.name, ms(pct(d, 50)), ms(pct(d, 90)),
+		line := fmt.Sprintf("  %-28s median %6.2f ms  p90 %6.2f ms  ratio to no hook %.3f  (+%.2f ms)", tc.name, ms(pct(d, 50)), ms(pct(d, 90)),
 			float64(pct(d, 50))/float64(base), ms(pct(d, 50)-base))
+		if len(c.runcCases) > 0 && j > 1 {
+			line += fmt.Sprintf("  ratio to %s %.3f", cases[1].name, float64(pct(d, 50))/float64(first))
+		}
+		fmt.Println(line)
 	}
 	return nil
 }

@@ -5,7 +5,8 @@
 // cannot be made to do on demand (a message over 4 KiB, a dropped connection, a gate that stays
 // shut) can be tested. Its message types are KubeArmor's, written from KubeArmor's side of the
 // protocol (types.HookRequest, types.Container), independently of the encoder under test. The
-// real KubeArmor is exercised by test/e2e/kubearmor.
+// real KubeArmor is exercised by test/e2e/runtime (its protocol, on this host) and
+// test/e2e/kubearmor (enforcement, in a QEMU guest).
 package kasocktest
 
 import (
@@ -61,19 +62,29 @@ type Listener struct {
 // Start listens on path (creating its directory) until Close or the end of the test.
 func Start(t testing.TB, path string) *Listener {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	k, err := Listen(path)
+	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return k
+}
+
+// Listen listens on path (creating its directory) until Close; for programs outside tests
+// (bench/kubearmor's stand-in KubeArmor).
+func Listen(path string) (*Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, err
 	}
 	_ = os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	k := &Listener{ln: ln, containers: map[string]Container{}, answers: map[string]int{}}
 	k.wg.Add(1)
 	go k.serve()
-	t.Cleanup(k.Close)
-	return k
+	return k, nil
 }
 
 // Close stops listening and waits for the connections to end; KubeArmor's socket file is
