@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"reflect"
 	"sort"
 	"time"
 
@@ -96,6 +97,11 @@ func (t *table) apply(ev *agentapi.Event) (verdict, *agentapi.Container) {
 		if !same && ev.Time.Before(cur.since) {
 			return ignored, nil // a late start of an earlier incarnation
 		}
+		if same && sameContent(&cur.c, &ev.Container) {
+			// The same start again: a hook whose deadline passed after karmord read its frame
+			// spooled it, and the replay brings it back. Watchers were promised no repeats.
+			return ignored, nil
+		}
 		c := ev.Container
 		c.Source = ev.Source
 		since := ev.Time
@@ -152,6 +158,16 @@ func (tb tombstone) covers(start *agentapi.Event) bool {
 		}
 	}
 	return false
+}
+
+// sameContent reports whether two descriptions of a container say the same, leaving out what
+// karmord itself fills in (where it learned of it, policies, KubeArmor's state).
+func sameContent(a, b *agentapi.Container) bool {
+	x, y := *a, *b
+	x.Source, y.Source = "", ""
+	x.Policies, y.Policies = nil, nil
+	x.KubeArmor, y.KubeArmor = "", ""
+	return reflect.DeepEqual(x, y)
 }
 
 // sameIncarnation compares two (pid, pid start) pairs; an unknown part (zero) does not

@@ -23,6 +23,11 @@ func stopEv(id string, pid int, pidStart uint64, sec int, source string) *agenta
 		Container: agentapi.Container{ID: id, PID: pid, PIDStart: pidStart}}
 }
 
+func withImage(ev *agentapi.Event, image string) *agentapi.Event {
+	ev.Container.Image = image
+	return ev
+}
+
 // TestTableOrdering plays sequences of events, in the orders they can really arrive, and checks
 // the verdicts and the final table.
 func TestTableOrdering(t *testing.T) {
@@ -61,9 +66,14 @@ func TestTableOrdering(t *testing.T) {
 			{startEv("a", 20, 200, 6, hook), added},
 			{stopEv("a", 10, 100, 9, rec), ignored},
 		}, "a:20"},
-		{"duplicate start of the same incarnation updates", []step{
+		{"a replayed start of the same incarnation and content changes nothing", []step{
 			{startEv("a", 10, 100, 1, hook), added},
-			{startEv("a", 10, 100, 1, spool), updated},
+			{startEv("a", 10, 100, 1, spool), ignored},
+			{startEv("a", 10, 100, 2, hook), ignored},
+		}, "a:10"},
+		{"a start of the same incarnation with new content updates", []step{
+			{startEv("a", 10, 100, 1, hook), added},
+			{withImage(startEv("a", 10, 100, 2, spool), "nginx:2"), updated},
 		}, "a:10"},
 		{"late start of an earlier incarnation does not replace the live one", []step{
 			{startEv("a", 20, 200, 6, hook), added},
