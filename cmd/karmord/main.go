@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -57,6 +58,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 		nodeLabelsFile       string
 		passwordFile         string
 		podmanDB             string
+		socketMode           string
 	)
 	cmd := &cobra.Command{
 		Use:   "karmord",
@@ -84,6 +86,9 @@ func newCommand(logOut io.Writer) *cobra.Command {
 				return usageError{err}
 			}
 			if cfg.AllowGIDs, err = ids("--allow-gid", allowGIDs); err != nil {
+				return usageError{err}
+			}
+			if cfg.SocketMode, err = fileMode(socketMode); err != nil {
 				return usageError{err}
 			}
 			if cfg.NodeLabels, err = readNodeLabels(nodeLabelsFile, nodeLabels); err != nil {
@@ -119,15 +124,17 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	f := cmd.Flags()
-	f.StringVar(&cfg.Socket, "socket", agentapi.DefaultSocket, "unix socket to serve on (its directory is created 0700)")
+	f.StringVar(&cfg.Socket, "socket", agentapi.DefaultSocket, "unix socket to serve on (its directory is created 0700, plus the search permission --socket-mode needs)")
+	f.StringVar(&socketMode, "socket-mode", "", "the socket's mode in octal: 0600, 0660 (with --socket-group) or 0666 (default: what the allow flags need: 0600 without them)")
+	f.StringVar(&cfg.SocketGroup, "socket-group", "", "group (name or gid) of the socket and its directory, mode 0660: the group's members reach it")
 	f.StringVar(&cfg.SpoolDir, "spool-dir", agentapi.DefaultSpoolDir, "directory where karmor-hook spools the events it could not deliver")
 	f.StringVar(&cfg.StateDir, "state-dir", agent.DefaultStateDir, "directory for what karmord keeps across restarts")
 	f.StringArrayVar(&cfg.RuntimeRoots, "runtime-root", agent.DefaultRuntimeRoots(), "runtime state root to reconcile with (repeatable, glob patterns allowed)")
 	f.StringVar(&cfg.ProcRoot, "proc-root", agent.DefaultProcRoot, "the host's /proc")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty; loopback only)")
 	f.BoolVar(&cfg.MetricsAllowRemote, "metrics-allow-remote", false, "allow --metrics-addr on a non-loopback address")
-	f.UintSliceVar(&allowUIDs, "allow-uid", nil, "also admit peers with this uid (repeatable; root and karmord's own uid always are)")
-	f.UintSliceVar(&allowGIDs, "allow-gid", nil, "also admit peers whose primary gid is this (repeatable)")
+	f.UintSliceVar(&allowUIDs, "allow-uid", nil, "also admit peers with this uid, read-only: list, get, watch, policies, explain (repeatable; the socket becomes 0666 unless --socket-mode/--socket-group say otherwise; root and karmord's own uid are always admitted and alone send events)")
+	f.UintSliceVar(&allowGIDs, "allow-gid", nil, "also admit peers whose primary gid is this, read-only (repeatable; one gid alone becomes the socket's group, mode 0660)")
 	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", agent.DefaultReconcileInterval, "how often to reconcile with the runtimes' state and /proc")
 	f.DurationVar(&cfg.SpoolScanInterval, "spool-scan-interval", agent.DefaultSpoolScanInterval, "how often to rescan the spool directory")
 	f.IntVar(&cfg.MaxConns, "max-conns", agent.DefaultMaxConns, "maximum concurrent connections")
@@ -183,6 +190,18 @@ func readNodeLabels(file string, flags []string) (map[string]string, error) {
 	}
 	maps.Copy(labels, fromFlags)
 	return labels, nil
+}
+
+// fileMode parses --socket-mode: octal, "" for the default.
+func fileMode(s string) (os.FileMode, error) {
+	if s == "" {
+		return 0, nil
+	}
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m == 0 || m > 0o777 {
+		return 0, fmt.Errorf("--socket-mode %q: want an octal mode such as 0660", s)
+	}
+	return os.FileMode(m), nil
 }
 
 func ids(flag string, in []uint) ([]uint32, error) {

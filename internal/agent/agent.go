@@ -125,7 +125,7 @@ func (a *Agent) Registry() *prometheus.Registry { return a.metrics.registry }
 // spool, reconciles with the runtimes' state, then accepts connections while rescanning the spool
 // and reconciling periodically. It returns nil after a clean shutdown.
 func (a *Agent) Run(ctx context.Context) error {
-	ln, err := listen(a.cfg.Socket)
+	ln, err := listenSocket(a.cfg)
 	if err != nil {
 		return err
 	}
@@ -220,9 +220,7 @@ func (a *Agent) listenMetrics() (*http.Server, net.Listener, error) {
 // or the latest when the event changed nothing. ev.Source must be set.
 func (a *Agent) apply(ev agentapi.Event) (verdict, uint64) {
 	began := time.Now()
-	if ev.Time.IsZero() {
-		ev.Time = began
-	}
+	ev.Time = a.clampTime(ev, began)
 	ev.Container.Policies = nil // karmord's to say, at query time
 	ev.Container.KubeArmor = ""
 	a.mu.Lock()

@@ -62,9 +62,16 @@ type Config struct {
 	MetricsAddr        string
 	MetricsAllowRemote bool
 
-	// AllowUIDs and AllowGIDs admit peers other than root (and the agent's own uid).
+	// AllowUIDs and AllowGIDs admit peers other than root (and the agent's own uid), read-only:
+	// they list, get, watch and ask about policies; only root and karmord's uid send events.
 	AllowUIDs []uint32
 	AllowGIDs []uint32
+	// SocketGroup (a group name or number) becomes the group of the socket and its directory.
+	// SocketMode is the socket's mode (0600, 0660, 0666); zero derives it from the allow lists and
+	// SocketGroup so that the admitted peers can reach it (see resolveSocketPerms). The
+	// directory gets the search permission the mode needs.
+	SocketGroup string
+	SocketMode  os.FileMode
 
 	// ReconcileInterval is how often the table is compared with the runtimes' state and /proc.
 	ReconcileInterval time.Duration
@@ -192,6 +199,9 @@ func (c Config) validate() error {
 		if n < 0 {
 			return fmt.Errorf("%s %d must be positive", name, n)
 		}
+	}
+	if _, err := resolveSocketPerms(c); err != nil {
+		return err
 	}
 	if err := checkNodeLabels(c.NodeLabels); err != nil {
 		return err

@@ -40,6 +40,7 @@ const (
 	errKindSpool     = "spool"        // the spool could not be read or a file removed
 	errKindReconcile = "reconcile"    // a runtime state entry could not be read
 	errKindSeq       = "seq"          // the sequence reservation could not be written
+	errKindForbidden = "forbidden"    // a read-only peer sent a write request
 )
 
 // knownStages are the OCI hook stages; anything else a peer sends is counted as "other".
@@ -75,7 +76,7 @@ func newMetrics() *metrics {
 	m.openConns = prometheus.NewGauge(prometheus.GaugeOpts{Name: "karmord_connections_open", Help: "Connections being served."})
 	m.watchers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "karmord_watchers", Help: "Watch streams open."})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_errors_total",
-		Help: "Errors by kind: malformed, unknown_type, panic, write, spool, reconcile, seq."}, []string{"kind"})
+		Help: "Errors by kind: malformed, unknown_type, panic, write, spool, reconcile, seq, forbidden."}, []string{"kind"})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_requests_total",
 		Help: "Requests served, by envelope type."}, []string{"type"})
 	m.watchDrops = prometheus.NewCounter(prometheus.CounterOpts{Name: "karmord_watch_drops_total",

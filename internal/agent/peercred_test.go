@@ -20,6 +20,9 @@ import (
 // credential test re-executes it under another uid.
 const peerClientEnv = "KARMORD_TEST_PEER_CLIENT_SOCKET"
 
+// peerActionEnv says what the plain client does: list (the default) or report (a start event).
+const peerActionEnv = "KARMORD_TEST_PEER_ACTION"
+
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(peerClientEnv); sock != "" {
 		os.Exit(peerClient(sock))
@@ -27,10 +30,20 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// peerClient lists containers and prints "ok N" or "error: MSG".
+// peerClient lists containers and prints "ok N" or "error: MSG"; with peerActionEnv=report it
+// reports a start instead and prints "ok SEQ" or "error: MSG".
 func peerClient(sock string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if os.Getenv(peerActionEnv) == "report" {
+		seq, err := agentapi.NewClient(sock).Report(ctx, &agentapi.Event{Kind: agentapi.KindStart, Container: agentapi.Container{ID: "from-peer"}})
+		if err != nil {
+			fmt.Println("error:", err)
+			return 0
+		}
+		fmt.Println("ok", seq)
+		return 0
+	}
 	list, err := agentapi.NewClient(sock).List(ctx)
 	if err != nil {
 		fmt.Println("error:", err)
@@ -55,6 +68,9 @@ func TestAccessPolicy(t *testing.T) {
 	} {
 		if got := p.allows(tc.who); got != tc.want {
 			t.Errorf("uid %d gid %d: allowed %v, want %v", tc.who.uid, tc.who.gid, got, tc.want)
+		}
+		if got, want := p.mayWrite(tc.who), tc.who.uid == 0 || tc.who.uid == 1000; got != want {
+			t.Errorf("uid %d gid %d: may write %v, want %v", tc.who.uid, tc.who.gid, got, want)
 		}
 	}
 }

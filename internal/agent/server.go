@@ -25,7 +25,13 @@ type handler func(ctx context.Context, s *session, req *agentapi.Envelope) (*age
 type session struct {
 	conn net.Conn
 	peer peer
+	// writer is whether the peer may send requests that change karmord's state.
+	writer bool
 }
+
+// writeRequests are the request types that change karmord's state; only root and karmord's own
+// user may send them (accessPolicy.mayWrite).
+var writeRequests = map[string]bool{agentapi.TypeEvent: true}
 
 // defaultHandlers is the request dispatch: one handler per envelope type. New request types
 // are added here.
@@ -111,7 +117,7 @@ func (a *Agent) handleConn(ctx context.Context, conn *net.UnixConn) {
 		return
 	}
 	a.metrics.connections.WithLabelValues("accepted").Inc()
-	a.serve(ctx, &session{conn: conn, peer: who})
+	a.serve(ctx, &session{conn: conn, peer: who, writer: a.access.mayWrite(who)})
 }
 
 // serve reads requests from an admitted connection until it ends, a frame is malformed, or the
@@ -174,6 +180,12 @@ func (a *Agent) dispatch(ctx context.Context, s *session, req *agentapi.Envelope
 		return nil, fmt.Errorf("unknown request type %q; this karmord serves %s", truncate(req.Type, 64), strings.Join(a.requestTypes(), ", "))
 	}
 	a.metrics.requests.WithLabelValues(req.Type).Inc()
+	if writeRequests[req.Type] && !s.writer {
+		a.metrics.errors.WithLabelValues(errKindForbidden).Inc()
+		a.log.Warn("write refused to a read-only peer", "type", req.Type, "uid", s.peer.uid, "gid", s.peer.gid, "pid", s.peer.pid)
+		return nil, fmt.Errorf("permission denied: uid %d is read-only (list, get, watch, policies, explain); only root and karmord's own uid (%d) may send %s requests",
+			s.peer.uid, a.access.self, req.Type)
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			a.metrics.errors.WithLabelValues(errKindPanic).Inc()
@@ -216,6 +228,26 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// maxClockSkew is how far in the future an event may be dated. Hooks run on karmord's host and
+// read the same clock; a later time is a bogus or hostile one, and it would make a stop's
+// tombstone outlive its TTL and reject every later start of the id, or a start unremovable by
+// its real stop.
+const maxClockSkew = 2 * time.Second
+
+// clampTime is the time karmord applies ev at: its own, or now when it has none or is dated
+// beyond maxClockSkew in the future.
+func (a *Agent) clampTime(ev agentapi.Event, now time.Time) time.Time {
+	switch {
+	case ev.Time.IsZero():
+		return now
+	case ev.Time.After(now.Add(maxClockSkew)):
+		a.log.Warn("event dated in the future; applied at karmord's time", "kind", ev.Kind, "id", truncate(ev.Container.ID, 64),
+			"source", ev.Source, "time", ev.Time, "now", now)
+		return now
+	}
+	return ev.Time
 }
 
 // maxHookDuration bounds the latency a hook may report, so that a bogus value cannot skew the

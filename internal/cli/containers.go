@@ -98,7 +98,7 @@ func containersAgentError(socket string, err error) error {
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("karmord not reachable at %s: is karmord running? start it with 'karmord --socket %s' (as root), or point --socket at its socket", socket, socket)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("karmord's socket %s is not accessible to you: run as root, or ask for karmord to be started with --allow-uid %d and a socket you can reach", socket, os.Getuid())
+		return fmt.Errorf("karmord's socket %s is not accessible to you: run as root, or ask for karmord to be started with --allow-uid %d (or --socket-group and --allow-gid with your group)", socket, os.Getuid())
 	}
 	return err
 }
