@@ -93,7 +93,7 @@ func New(cfg Config) (*Agent, error) {
 		metrics:    newMetrics(),
 		access:     newAccessPolicy(uint32(os.Geteuid()), cfg.AllowUIDs, cfg.AllowGIDs),
 		table:      newTable(),
-		stream:     newStream(cfg.EventRing, cfg.WatchBuffer, base),
+		stream:     newStream(cfg.EventRing, cfg.EventRingBytes, cfg.WatchBuffer, base),
 		seq:        seq,
 		conns:      make(chan struct{}, cfg.MaxConns),
 		stuckSpool: map[string]bool{},
@@ -223,6 +223,7 @@ func (a *Agent) apply(ev agentapi.Event) (verdict, uint64) {
 	ev.Time = a.clampTime(ev, began)
 	ev.Container.Policies = nil // karmord's to say, at query time
 	ev.Container.KubeArmor = ""
+	ev.Container.AnnotationsOmitted = 0
 	a.mu.Lock()
 	v, gone := a.table.apply(&ev)
 	if a.containerFeed != nil {
@@ -241,6 +242,9 @@ func (a *Agent) apply(ev agentapi.Event) (verdict, uint64) {
 			pub.Container = *gone
 		}
 		pub.Container.Source = ev.Source
+		// The stream retains and shares what it is given: slim, so that churn does not pin
+		// every stopped container's annotations.
+		pub.Container = slimContainer(pub.Container)
 		env := &agentapi.Envelope{Type: agentapi.TypeEvent, Event: &pub}
 		a.publish(env)
 		seq = env.Seq

@@ -26,6 +26,7 @@ const (
 	DefaultWriteTimeout      = 5 * time.Second
 	DefaultMaxConns          = 8192
 	DefaultEventRing         = 4096
+	DefaultEventRingBytes    = 16 << 20
 	DefaultWatchBuffer       = 1024
 	DefaultTombstoneTTL      = time.Hour
 	DefaultMaxTombstones     = 1 << 16
@@ -84,6 +85,9 @@ type Config struct {
 	MaxConns int
 	// EventRing is how many recent events are kept for watchers resuming from a sequence number.
 	EventRing int
+	// EventRingBytes bounds the ring's events in (estimated) bytes besides their number, and how
+	// many bytes of events a watcher may fall behind by before it is dropped.
+	EventRingBytes int
 	// WatchBuffer is how many events a watcher may fall behind before it is dropped.
 	WatchBuffer int
 	// TombstoneTTL and MaxTombstones bound the memory of stopped containers kept to reject late
@@ -166,6 +170,7 @@ func (c Config) withDefaults() Config {
 	}
 	setInt(&c.MaxConns, DefaultMaxConns)
 	setInt(&c.EventRing, DefaultEventRing)
+	setInt(&c.EventRingBytes, DefaultEventRingBytes)
 	setInt(&c.WatchBuffer, DefaultWatchBuffer)
 	setInt(&c.MaxTombstones, DefaultMaxTombstones)
 	if c.Logger == nil {
@@ -195,7 +200,7 @@ func (c Config) validate() error {
 			return fmt.Errorf("%s %v must be positive", name, d)
 		}
 	}
-	for name, n := range map[string]int{"max connections": c.MaxConns, "event ring": c.EventRing, "watch buffer": c.WatchBuffer, "max tombstones": c.MaxTombstones} {
+	for name, n := range map[string]int{"max connections": c.MaxConns, "event ring": c.EventRing, "event ring bytes": c.EventRingBytes, "watch buffer": c.WatchBuffer, "max tombstones": c.MaxTombstones} {
 		if n < 0 {
 			return fmt.Errorf("%s %d must be positive", name, n)
 		}
