@@ -73,3 +73,50 @@ func TestContainersLargeAnnotations(t *testing.T) {
 		t.Fatalf("karmor containers -w printed:\n%s\n%s", watched.String(), watchErr.String())
 	}
 }
+
+// TestContainersAnnotationsWholeOnRequest: a listing cuts annotations to the slim bounds and
+// counts what it left out; --annotations and a single container's answer carry them whole.
+func TestContainersAnnotationsWholeOnRequest(t *testing.T) {
+	sock, _ := startContainersAgent(t)
+	reportToAgent(t, sock, largeAnnotationStart(1))
+	reportToAgent(t, sock, webContainerStart())
+
+	type listed struct {
+		ID                 string            `json:"id"`
+		Annotations        map[string]string `json:"annotations"`
+		AnnotationsOmitted int               `json:"annotations_omitted"`
+	}
+	decode := func(args ...string) []listed {
+		t.Helper()
+		code, out, errOut := containersCLI(append([]string{"containers", "--socket", sock, "-o", "json"}, args...)...)
+		if code != ExitOK {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		if !strings.HasPrefix(out, "[") {
+			out = "[" + out + "]"
+		}
+		var got []listed
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return got
+	}
+	slim := decode()
+	if len(slim) != 2 || slim[1].ID != "big01-0123456789abcdef" {
+		t.Fatalf("listing: %+v", slim)
+	}
+	if big := slim[1]; big.AnnotationsOmitted != 15 || len(big.Annotations) != 1 || big.Annotations["io.kubernetes.cri.container-type"] != "container" {
+		t.Fatalf("listed big container: %d annotations, %d omitted, want the small one and 15 omitted", len(big.Annotations), big.AnnotationsOmitted)
+	}
+	for _, whole := range [][]listed{decode("--annotations"), decode("big01")} {
+		big := whole[len(whole)-1]
+		if big.ID != "big01-0123456789abcdef" || big.AnnotationsOmitted != 0 || len(big.Annotations) != 16 || len(big.Annotations["example.com/blob-03"]) != 16<<10 {
+			t.Fatalf("whole annotations: %s has %d annotations, %d omitted", big.ID, len(big.Annotations), big.AnnotationsOmitted)
+		}
+	}
+	for _, args := range [][]string{{"--annotations"}, {"-w", "-o", "json", "--annotations"}} {
+		if code, _, errOut := containersCLI(append([]string{"containers", "--socket", sock}, args...)...); code != ExitUsage || !strings.Contains(errOut, "--annotations") {
+			t.Errorf("%v: exit %d: %s", args, code, errOut)
+		}
+	}
+}
