@@ -498,3 +498,41 @@ func TestSpoofedIdentityKeepsTrueIdentity(t *testing.T) {
 		})
 	}
 }
+
+// With a command line that cannot be parsed, --fail-closed is read as Go's flag package reads a
+// bool flag, so that --fail-closed=1 does not let containers start (issue 12 item 6).
+func TestBrokenCommandLineFailClosedSpellings(t *testing.T) {
+	cases := map[string]int{"": ExitUsage}
+	for _, v := range []string{"1", "t", "T", "TRUE", "true", "True"} {
+		cases["="+v] = ExitUsage
+	}
+	for _, v := range []string{"0", "f", "F", "FALSE", "false", "False"} {
+		cases["="+v] = ExitOK
+	}
+	cases["=yes"] = ExitUsage // not a bool: the line asked for the flag; stay closed
+	for suffix, want := range cases {
+		for _, dashes := range []string{"-", "--"} {
+			args := []string{"--bogus", dashes + "fail-closed" + suffix, "createRuntime"}
+			var stdout, stderr bytes.Buffer
+			if got := Main(args, strings.NewReader("{}"), &stdout, &stderr); got != want {
+				t.Errorf("%q: exit %d, want %d", args, got, want)
+			}
+			// The same spelling on a line that parses means the same to the flag package.
+			if o, err := ParseArgs(args[1:]); err == nil && o.FailClosed != (want == ExitUsage) {
+				t.Errorf("%q parses to fail-closed=%v, yet a broken line reads it as %v", args[1:], o.FailClosed, want == ExitUsage)
+			}
+		}
+	}
+	// As with flag, the last occurrence wins.
+	for args, want := range map[string]int{
+		"--fail-closed=1 --fail-closed=0": ExitOK,
+		"--fail-closed=0 --fail-closed":   ExitUsage,
+		"--fail-closed=F -fail-closed=t":  ExitUsage,
+		"--fail-closedx=1 ---fail-closed": ExitOK,
+	} {
+		var stdout, stderr bytes.Buffer
+		if got := Main(append([]string{"--bogus"}, strings.Fields(args)...), strings.NewReader("{}"), &stdout, &stderr); got != want {
+			t.Errorf("%q: exit %d, want %d", args, got, want)
+		}
+	}
+}
