@@ -79,10 +79,6 @@ func runcStateFile(t testing.TB, root, id string, pid int, start uint64, bundle 
 	})
 }
 
-func bundleWithAnnotations(t testing.TB, ann map[string]string) string {
-	return bundleWithAnnotationsAt(t, t.TempDir(), ann)
-}
-
 func bundleWithAnnotationsAt(t testing.TB, dir string, ann map[string]string) string {
 	writeJSON(t, filepath.Join(dir, "config.json"), map[string]any{"ociVersion": "1.0.2", "annotations": ann,
 		"process": map[string]any{"args": []string{"sleep"}, "cwd": "/"}})

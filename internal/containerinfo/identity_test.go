@@ -53,14 +53,6 @@ func layered(sets ...map[string]string) map[string]string {
 	return out
 }
 
-func without(m map[string]string, keys ...string) map[string]string {
-	out := maps.Clone(m)
-	for _, k := range keys {
-		delete(out, k)
-	}
-	return out
-}
-
 type identityCase struct {
 	name, bundle string
 	// workload is what the workload added; own are the runtime's (and karmor-nri's) keys, in the
