@@ -18,6 +18,7 @@ type metrics struct {
 	events        *prometheus.CounterVec // stage, kind, source, result
 	hookLatency   prometheus.Histogram   // as the hook reported it
 	spoolReplays  *prometheus.CounterVec // result: applied, quarantined
+	spoolDropped  prometheus.Gauge       // the spool's dropped-events count, as hooks keep it
 	reconcile     *prometheus.CounterVec // result: added, removed
 	reconcileRuns *prometheus.CounterVec // result: ok, error
 	containers    prometheus.Gauge       // live containers
@@ -66,6 +67,8 @@ func newMetrics() *metrics {
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2}})
 	m.spoolReplays = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_spool_replays_total",
 		Help: "Spooled events replayed: applied, or quarantined because they did not decode."}, []string{"result"})
+	m.spoolDropped = prometheus.NewGauge(prometheus.GaugeOpts{Name: "karmord_spool_dropped_events",
+		Help: "Events karmor-hook dropped because the spool was full (oldest starts first, never a stop for a start): the count in <spool>/dropped, read at each spool scan."})
 	m.reconcile = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_reconcile_containers_total",
 		Help: "Containers added (missed by hooks) or removed (process gone) by reconciliation."}, []string{"result"})
 	m.reconcileRuns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_reconcile_runs_total",
@@ -86,7 +89,7 @@ func newMetrics() *metrics {
 	m.policyLoads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_policy_loads_total",
 		Help: "Policy source changes: new content put in force (loaded) or a check that failed (failed; a failure repeating unchanged counts once)."},
 		[]string{"source", "result"})
-	for _, c := range []prometheus.Collector{m.events, m.hookLatency, m.spoolReplays, m.reconcile, m.reconcileRuns, m.containers,
+	for _, c := range []prometheus.Collector{m.events, m.hookLatency, m.spoolReplays, m.spoolDropped, m.reconcile, m.reconcileRuns, m.containers,
 		m.connections, m.openConns, m.watchers, m.errors, m.requests, m.watchDrops, m.applyDuration, m.policyLoads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		m.registry.MustRegister(c)

@@ -88,7 +88,7 @@ func (a *Agent) fillLabels(c *agentapi.Container) {
 // fillPodmanLabels gives a Podman container without labels the labels Podman keeps in its own
 // database, when a ContainerLabels lookup is configured.
 func (a *Agent) fillPodmanLabels(c *agentapi.Container) {
-	if a.cfg.ContainerLabels == nil || len(c.Labels) > 0 || c.Annotations[containerinfo.AnnotationManager] != containerinfo.ManagerLibpod {
+	if a.cfg.ContainerLabels == nil || len(c.Labels) > 0 || containerinfo.RuntimeOf(c) != containerinfo.RuntimePodman {
 		return
 	}
 	if labels, ok := a.cfg.ContainerLabels(c); ok && len(labels) > 0 {
