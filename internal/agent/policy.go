@@ -62,9 +62,27 @@ func (a *Agent) policyChanged(ch policysource.Change) {
 		result = "failed"
 	}
 	a.metrics.policyLoads.WithLabelValues(ch.Source, result).Inc()
+	a.feedPolicies()
 	a.mu.Lock()
 	a.publish(&agentapi.Envelope{Type: agentapi.TypePolicyChange, PolicyChange: pc})
 	a.mu.Unlock()
+}
+
+// feedPolicies hands the set in force to KubeArmor's policy feed, when there is one. Until every
+// source has loaded once, the feed deletes nothing from KubeArmor: what KubeArmor restored may
+// be the policies of a source karmord has not read yet.
+func (a *Agent) feedPolicies() {
+	if a.policyFeed == nil {
+		return
+	}
+	complete := true
+	for _, st := range a.policies.Status() {
+		if st.LoadedAt.IsZero() {
+			complete = false
+		}
+	}
+	set := a.policies.Current()
+	a.policyFeed.Update(set.Generation, set.Match.Policies(), complete)
 }
 
 // withPolicies adds to a container copy what karmord knows beyond the table (fillLabels), the IDs
@@ -171,6 +189,10 @@ func (a *Agent) handlePolicyList(context.Context, *session, *agentapi.Envelope) 
 		if src, ok := origins[docKey{p.File, p.Index}]; ok {
 			info.Source = set.Sources[src].Source
 			info.LoadedAt = loadedAt[src]
+		}
+		if a.policyFeed != nil {
+			ka := a.policyFeed.State(info.ID)
+			info.KubeArmor, info.KubeArmorDetail = ka.Status, ka.Detail
 		}
 		state.Policies = append(state.Policies, info)
 	}

@@ -70,6 +70,12 @@ type PolicyInfo struct {
 	File     string    `json:"file"`
 	Rules    int       `json:"rules"`
 	LoadedAt time.Time `json:"loaded_at,omitzero"`
+	// KubeArmor is what KubeArmor made of the policy, when karmord sends it policies: its answer
+	// (Applied, Invalid, NotEnabled, Failure, ...), or Pending, Away (KubeArmor not reachable),
+	// NotSent (karmord does not send it: KubeArmorDetail says why). Empty when karmord sends
+	// KubeArmor no policies.
+	KubeArmor       string `json:"kubearmor,omitempty"`
+	KubeArmorDetail string `json:"kubearmor_detail,omitempty"`
 }
 
 // Explanation is karmord's answer to TypeExplain: every policy's verdict on one container (or
