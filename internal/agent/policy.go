@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/karmor/karmor/internal/containerinfo"
+	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/match"
 	"github.com/karmor/karmor/internal/policysource"
 	"github.com/karmor/karmor/pkg/agentapi"
@@ -262,6 +263,7 @@ func (a *Agent) handleExplain(_ context.Context, _ *session, req *agentapi.Envel
 			if src, ok := origins[docKey{policies[i].File, policies[i].Index}]; ok {
 				out.Verdicts[i].Source = set.Sources[src].Source
 			}
+			a.kubeArmorVerdict(&out.Verdicts[i], policies[i], out.Container)
 		}
 	}
 	out.Rules = make([]agentapi.PolicyRule, len(e.Rules))
@@ -269,6 +271,32 @@ func (a *Agent) handleExplain(_ context.Context, _ *session, req *agentapi.Envel
 		out.Rules[i] = ruleView(r)
 	}
 	return &agentapi.Envelope{Type: agentapi.TypeExplanation, Explanation: out}, nil
+}
+
+// kubeArmorVerdict adds to v what KubeArmor makes of policy p, when karmord sends it policies:
+// its state, and whether, matching as it does outside Kubernetes, it decides otherwise for the
+// container c (the node when c is nil).
+func (a *Agent) kubeArmorVerdict(v *agentapi.PolicyVerdict, p *match.Policy, c *agentapi.Container) {
+	if a.policyFeed == nil {
+		return
+	}
+	st := a.policyFeed.State(p.ID())
+	v.KubeArmor = st.Status
+	var ka kubearmor.KubeArmorVerdict
+	switch {
+	case st.Status == kubearmor.PolicyNotSent:
+		ka = kubearmor.KubeArmorVerdict{Why: st.Detail}
+	case c != nil:
+		ka = kubearmor.ContainerVerdict(p.Spec, c)
+	default:
+		ka = kubearmor.NodeVerdict(p.Spec, a.cfg.NodeName)
+	}
+	switch {
+	case ka.Applies && !v.Applies:
+		v.KubeArmorDiffers = "KubeArmor applies it: " + ka.Why
+	case !ka.Applies && v.Applies:
+		v.KubeArmorDiffers = "KubeArmor does not apply it: " + ka.Why
+	}
 }
 
 func ruleView(r match.Rule) agentapi.PolicyRule {

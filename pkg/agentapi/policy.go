@@ -104,6 +104,12 @@ type PolicyVerdict struct {
 	Applies   bool   `json:"applies"`
 	// Reasons are every condition of the policy that failed, when it does not apply.
 	Reasons []string `json:"reasons,omitempty"`
+	// KubeArmor is KubeArmor's state of the policy, as in PolicyInfo, when karmord sends it
+	// policies. KubeArmorDiffers is set when KubeArmor, matching as it does outside
+	// Kubernetes, decides otherwise than Applies: "KubeArmor applies it: ..." or "KubeArmor does
+	// not apply it: ...".
+	KubeArmor        string `json:"kubearmor,omitempty"`
+	KubeArmorDiffers string `json:"kubearmor_differs,omitempty"`
 }
 
 // PolicyRule is one effective rule: a single match with the action, severity, tags and message
