@@ -131,6 +131,8 @@ type PolicyFeed struct {
 	// lost is set when the connection to KubeArmor broke: the next pass sends everything.
 	lost      bool
 	connected bool
+	// lastErr is the latest call failure, shown while KubeArmor is away.
+	lastErr string
 
 	wake chan struct{}
 }
@@ -227,7 +229,11 @@ func (f *PolicyFeed) State(id string) PolicyState {
 			return PolicyState{Status: PolicyNotSent, Detail: w.notSent}
 		}
 		if !f.connected {
-			return PolicyState{Status: PolicyAway, Detail: "KubeArmor's PolicyService at " + f.opts.Addr + " is not reachable"}
+			detail := "KubeArmor's PolicyService at " + f.opts.Addr + " is not reachable"
+			if f.lastErr != "" {
+				detail += ": " + f.lastErr
+			}
+			return PolicyState{Status: PolicyAway, Detail: detail}
 		}
 		if a, ok := f.answers[id]; ok && bytes.Equal(a.object, w.conv.Object) {
 			return PolicyState{Status: a.status, Detail: a.detail}
@@ -339,8 +345,7 @@ type policySession struct {
 	syncedGen uint64
 	synced    bool
 	// resend asks for the whole set again (SettleDelay after reaching a new KubeArmor).
-	resend  bool
-	lastErr string
+	resend bool
 }
 
 type sentPolicy struct {
@@ -405,7 +410,7 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 		if e, ok := s.ledger[w.conv.Name]; ok && e.Service != w.conv.Service {
 			// Same name, other kind: KubeArmor keeps the two apart in memory but saves them in
 			// one file, so the old one goes first.
-			if err := s.remove(ctx, w.conv.Name, e); err != nil {
+			if err := s.remove(ctx, w.conv.Name, e, !lost); err != nil {
 				return false, err
 			}
 		}
@@ -424,7 +429,7 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 		f.log.Warn("KubeArmor did not take a policy", "policy", w.id, "status", statusName(st))
 		// An older copy KubeArmor may hold must not stay in force in its place.
 		if e, ok := s.ledger[w.conv.Name]; ok && !bytes.Equal(e.Object, w.conv.Object) {
-			if err := s.remove(ctx, w.conv.Name, e); err != nil {
+			if err := s.remove(ctx, w.conv.Name, e, !lost); err != nil {
 				return false, err
 			}
 		} else {
@@ -436,7 +441,7 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 			if keep[name] {
 				continue
 			}
-			if err := s.remove(ctx, name, s.ledger[name]); err != nil {
+			if err := s.remove(ctx, name, s.ledger[name], !lost); err != nil {
 				return false, err
 			}
 			deleted++
@@ -446,10 +451,9 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 	s.synced, s.syncedGen, s.resend = true, gen, false
 	f.mu.Lock()
 	was := f.connected
-	f.connected = true
+	f.connected, f.lastErr = true, ""
 	f.mu.Unlock()
 	f.metrics.connected.Set(1)
-	s.lastErr = ""
 	if full {
 		f.metrics.resyncs.Inc()
 	}
@@ -463,14 +467,18 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 }
 
 // remove sends DELETED for name with the object KubeArmor holds it under and drops it from the
-// ledger once KubeArmor no longer has it.
-func (s *policySession) remove(ctx context.Context, name string, e ledgerEntry) error {
+// ledger once KubeArmor no longer has it. Right after reaching a KubeArmor anew, NotExist is not
+// believed (settled false): KubeArmor may not have restored the policy yet, and the settle pass
+// deletes it again.
+func (s *policySession) remove(ctx context.Context, name string, e ledgerEntry, settled bool) error {
 	st, err := s.call(ctx, e.Service, eventDeleted, e.Object)
 	if err != nil {
 		return err
 	}
-	switch st {
-	case kapb.PolicyStatus_Deleted, kapb.PolicyStatus_NotExist, kapb.PolicyStatus_NotEnabled:
+	switch {
+	case st == kapb.PolicyStatus_NotExist && !settled:
+		delete(s.sent, name)
+	case st == kapb.PolicyStatus_Deleted, st == kapb.PolicyStatus_NotExist, st == kapb.PolicyStatus_NotEnabled:
 		// NotEnabled: KubeArmor takes no policies of that kind now, and holds none.
 		delete(s.ledger, name)
 		delete(s.sent, name)
@@ -513,8 +521,12 @@ func (s *policySession) failed(err error) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		f.markLost()
 	}
-	if msg := err.Error(); msg != s.lastErr {
-		s.lastErr = msg
+	msg := err.Error()
+	f.mu.Lock()
+	repeated := msg == f.lastErr
+	f.lastErr = msg
+	f.mu.Unlock()
+	if !repeated {
 		f.log.Warn("cannot send policies to KubeArmor; retrying", "err", err)
 	}
 }

@@ -26,9 +26,14 @@ import (
 
 func startPolicyFeed(t *testing.T, addr, ledger string) (*PolicyFeed, *prometheus.Registry, func()) {
 	t.Helper()
+	return startPolicyFeedSettling(t, addr, ledger, 50*time.Millisecond)
+}
+
+func startPolicyFeedSettling(t *testing.T, addr, ledger string, settle time.Duration) (*PolicyFeed, *prometheus.Registry, func()) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	f := NewPolicyFeed(PolicyFeedOptions{
-		Addr: addr, LedgerPath: ledger, CallTimeout: 2 * time.Second, SettleDelay: 50 * time.Millisecond,
+		Addr: addr, LedgerPath: ledger, CallTimeout: 2 * time.Second, SettleDelay: settle,
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg,
 	})
@@ -156,6 +161,35 @@ func TestPolicyFeedLedgerDeletesWhatKarmordDroppedWhileDown(t *testing.T) {
 	}
 	f2.Update(2, nil, true)
 	eventually(t, "KubeArmor holds nothing", holds(svc))
+}
+
+// TestPolicyFeedSettlePassCatchesALateRestore: KubeArmor restores its saved policies while it
+// already serves gRPC. A dropped policy it restores after the feed's first pass asked to delete
+// it (NotExist then) is deleted by the settle pass; so is an old copy restored over a new one.
+func TestPolicyFeedSettlePassCatchesALateRestore(t *testing.T) {
+	first := kapolicytest.New(nil)
+	addr, stop := kapolicytest.Serve(t, "127.0.0.1:0", first)
+	ledger := filepath.Join(t.TempDir(), "ledger.json")
+	f, _, stopFeed := startPolicyFeed(t, addr, ledger)
+	f.Update(1, policies(t, containerPolicy("a", "app: web", "/etc/shadow"), containerPolicy("b", "app: db", "/etc/passwd")), true)
+	eventually(t, "a and b", holds(first, "containerPolicy/a", "containerPolicy/b"))
+	saved := first.SavedCopy()
+	stopFeed()
+	stop()
+
+	// A new karmord (b dropped, a changed) meets a KubeArmor whose restore comes late.
+	late := kapolicytest.New(nil)
+	kapolicytest.Serve(t, addr, late)
+	f2, _, _ := startPolicyFeedSettling(t, addr, ledger, 300*time.Millisecond)
+	f2.Update(1, policies(t, containerPolicy("a", "app: web", "/etc/group")), true)
+	eventually(t, "the first pass: a", holds(late, "containerPolicy/a"))
+	late.Restore(saved)
+	if got := late.Names(); len(got) != 2 {
+		t.Fatalf("restore: %v", got)
+	}
+	eventually(t, "the settle pass: only the new a", func() bool {
+		return holds(late, "containerPolicy/a")() && strings.Contains(string(late.Object(ServiceContainer, "a")), "/etc/group")
+	})
 }
 
 func TestPolicyFeedReportsWhatKubeArmorRefusesAndWhatIsNotSent(t *testing.T) {

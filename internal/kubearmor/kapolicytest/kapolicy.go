@@ -100,6 +100,17 @@ func (s *Service) handle(service string, req *kapb.Policy) *kapb.Response {
 	return &kapb.Response{Status: kapb.PolicyStatus_Applied}
 }
 
+// Restore adds saved policies as KubeArmor's restore at start does, which runs while KubeArmor
+// already serves gRPC: a test calls it after the first calls to play a late restore.
+func (s *Service) Restore(saved map[string]Saved) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, p := range saved {
+		s.saved[name] = p
+		s.held[p.Service][name] = p.Object
+	}
+}
+
 // ContainerPolicy implements PolicyService.
 func (s *Service) ContainerPolicy(_ context.Context, req *kapb.Policy) (*kapb.Response, error) {
 	return s.handle(Container, req), nil
