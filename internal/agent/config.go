@@ -14,6 +14,7 @@ import (
 	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/policysource"
+	"github.com/karmor/karmor/internal/signing"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -109,6 +110,11 @@ type Config struct {
 	PolicyRefs      []string
 	PolicyInterval  time.Duration
 	PolicyTransport oci.TransportOptions
+	// PolicyTrust, when it names keys or identities, admits only signed policy artifacts: a new
+	// digest goes in force only when a trusted signature covers it. PolicyRefTrust replaces it
+	// for the references it names (as given in PolicyRefs).
+	PolicyTrust    *signing.Trust
+	PolicyRefTrust map[string]*signing.Trust
 
 	// KubeArmorSocket, when set, is KubeArmor's ka.sock: karmord sends it every container it
 	// knows (internal/kubearmor), so that KubeArmor needs no runtime socket.
@@ -283,4 +289,40 @@ func DefaultNodeName() string {
 	}
 	host, _ := os.Hostname()
 	return strings.ToLower(host)
+}
+
+// PolicyTrust builds Config.PolicyTrust from files (the global trust: keys, identity, trusted
+// root) and Config.PolicyRefTrust from REF=PUB pairs: a reference given keys of its own trusts
+// those keys alone, with the global trusted root and transparency log requirement.
+func PolicyTrust(files signing.TrustFiles, refKeys []string) (*signing.Trust, map[string]*signing.Trust, error) {
+	global, err := files.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	perRef := map[string]*signing.Trust{}
+	for _, pair := range refKeys {
+		ref, path, ok := strings.Cut(pair, "=")
+		if !ok || ref == "" || path == "" {
+			return nil, nil, fmt.Errorf("--policy-ref-verify-key %q: want REF=PUBLIC-KEY-FILE", pair)
+		}
+		key, err := signing.LoadPublicKey(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--policy-ref-verify-key %s: %w", ref, err)
+		}
+		t := perRef[ref]
+		if t == nil {
+			t = &signing.Trust{RequireTlog: files.RequireTlog, MaxSignatures: files.MaxSignatures}
+			if global != nil {
+				t.TrustedRoot = global.TrustedRoot
+			}
+			perRef[ref] = t
+		}
+		t.Keys = append(t.Keys, key)
+	}
+	for ref, t := range perRef {
+		if err := t.Check(); err != nil {
+			return nil, nil, fmt.Errorf("--policy-ref-verify-key %s: %w", ref, err)
+		}
+	}
+	return global, perRef, nil
 }

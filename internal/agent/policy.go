@@ -2,15 +2,18 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/karmor/karmor/internal/containerinfo"
 	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/match"
 	"github.com/karmor/karmor/internal/policysource"
+	"github.com/karmor/karmor/internal/signing"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -30,8 +33,18 @@ func newPolicyManager(cfg Config, onChange func(policysource.Change)) (*policyso
 		}
 		sources = append(sources, d)
 	}
+	for ref := range cfg.PolicyRefTrust {
+		if !slices.Contains(cfg.PolicyRefs, ref) {
+			return nil, fmt.Errorf("--policy-ref-verify-key names %s, which no --policy-ref follows", ref)
+		}
+	}
 	for _, ref := range cfg.PolicyRefs {
+		trust := cfg.PolicyTrust
+		if t, ok := cfg.PolicyRefTrust[ref]; ok {
+			trust = t
+		}
 		o, err := policysource.NewOCI(policysource.OCIOptions{
+			Trust:     trust,
 			Ref:       ref,
 			Transport: cfg.PolicyTransport,
 			Interval:  cfg.PolicyInterval,
@@ -61,6 +74,9 @@ func (a *Agent) policyChanged(ch policysource.Change) {
 	if ch.Err != nil {
 		pc.Error = ch.Err.Error()
 		result = "failed"
+		if errors.Is(ch.Err, signing.ErrNotVerified) {
+			result = "unverified"
+		}
 	}
 	a.metrics.policyLoads.WithLabelValues(ch.Source, result).Inc()
 	a.feedPolicies()
@@ -223,7 +239,7 @@ func documentOrigins(set *policysource.Set) map[docKey]int {
 func sourceView(st policysource.Status) agentapi.PolicySource {
 	return agentapi.PolicySource{
 		Name: st.Name, Kind: string(st.Kind), Location: st.Location, Digest: st.Digest, Policies: st.Policies,
-		LoadedAt: st.LoadedAt.UTC(), FromCache: st.FromCache, LastSuccess: st.LastSuccess.UTC(), Failing: st.Failing,
+		LoadedAt: st.LoadedAt.UTC(), FromCache: st.FromCache, SignedBy: st.SignedBy, LastSuccess: st.LastSuccess.UTC(), Failing: st.Failing,
 		LastError: st.LastError, LastErrorAt: st.LastErrorAt.UTC(),
 	}
 }

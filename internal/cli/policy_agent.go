@@ -191,6 +191,11 @@ func writePolicyState(out io.Writer, s *agentapi.PolicyState) error {
 		}
 		tw.Flush()
 		for _, src := range s.Sources {
+			if src.SignedBy != "" {
+				fmt.Fprintf(&b, "%s: in force signed by %s\n", src.Name, src.SignedBy)
+			}
+		}
+		for _, src := range s.Sources {
 			if src.LastError != "" {
 				when := "last error"
 				if !src.Failing {

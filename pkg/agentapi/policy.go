@@ -44,6 +44,8 @@ type PolicySource struct {
 	// FromCache is true while an OCI source's policies come from karmord's on-disk cache and the
 	// registry has not confirmed them yet.
 	FromCache bool `json:"from_cache,omitempty"`
+	// SignedBy is who signed the policies in force, when karmord verifies the source's signatures.
+	SignedBy string `json:"signed_by,omitempty"`
 	// LastSuccess is when a check of the source last succeeded.
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	// Failing is true when the latest check failed; LastError says why. The source's last good
