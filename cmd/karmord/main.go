@@ -132,6 +132,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringArrayVar(&cfg.RuntimeRoots, "runtime-root", agent.DefaultRuntimeRoots(), "runtime state root to reconcile with (repeatable, glob patterns allowed)")
 	f.StringVar(&cfg.ProcRoot, "proc-root", agent.DefaultProcRoot, "the host's /proc")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty; loopback only)")
+	f.StringVar(&cfg.HealthAddr, "health-addr", "", "serve the probes /healthz (live) and /readyz (ready) at http://ADDR (off when empty; any address: they name no container; the metrics server serves them too)")
 	f.BoolVar(&cfg.MetricsAllowRemote, "metrics-allow-remote", false, "allow --metrics-addr on a non-loopback address")
 	f.UintSliceVar(&allowUIDs, "allow-uid", nil, "also admit peers with this uid, read-only: list, get, watch, policies, explain (repeatable; the socket becomes 0666 unless --socket-mode/--socket-group say otherwise; root and karmord's own uid are always admitted and alone send events)")
 	f.UintSliceVar(&allowGIDs, "allow-gid", nil, "also admit peers whose primary gid is this, read-only (repeatable; one gid alone becomes the socket's group, mode 0660)")

@@ -61,6 +61,10 @@ type Config struct {
 	// addresses are accepted unless MetricsAllowRemote is set, because the metrics name containers.
 	MetricsAddr        string
 	MetricsAllowRemote bool
+	// HealthAddr, when set, serves only the probes, /healthz and /readyz (agent.Health as JSON;
+	// 200 or 503), for Kubernetes. They name no container, so any address is accepted. The
+	// metrics server serves them too.
+	HealthAddr string
 
 	// AllowUIDs and AllowGIDs admit peers other than root (and the agent's own uid), read-only:
 	// they list, get, watch and ask about policies; only root and karmord's uid send events.
@@ -205,6 +209,11 @@ func (c Config) validate() error {
 	}
 	if err := checkNodeLabels(c.NodeLabels); err != nil {
 		return err
+	}
+	if c.HealthAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
+			return fmt.Errorf("--health-addr %q: want host:port, e.g. 0.0.0.0:9465: %w", c.HealthAddr, err)
+		}
 	}
 	if c.MetricsAddr != "" && !c.MetricsAllowRemote {
 		if err := checkLoopback(c.MetricsAddr); err != nil {
