@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/karmor/karmor/internal/agent"
+	"github.com/karmor/karmor/internal/dockerlabels"
 	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/kubepods"
 	"github.com/karmor/karmor/internal/oci"
@@ -58,6 +59,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 		nodeLabelsFile       string
 		passwordFile         string
 		podmanDB             string
+		dockerRoot           string
 		socketMode           string
 	)
 	cmd := &cobra.Command{
@@ -109,6 +111,13 @@ func newCommand(logOut io.Writer) *cobra.Command {
 				}
 				cfg.ContainerLabels = func(c *agentapi.Container) (map[string]string, bool) { return podman.Labels(c.ID) }
 			}
+			if dockerRoot != "" {
+				docker, err := dockerlabels.Open(dockerlabels.Options{Root: dockerRoot, Logger: cfg.Logger})
+				if err != nil {
+					return usageError{fmt.Errorf("--docker-root: %w", err)}
+				}
+				cfg.DockerContainer = docker.Lookup
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			kube.NodeName = cfg.NodeName
@@ -153,6 +162,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringArrayVar(&nodeLabels, "node-label", nil, "node label KEY=VALUE for host policies' nodeSelector (repeatable; wins over --node-labels-file)")
 	f.StringVar(&nodeLabelsFile, "node-labels-file", "", "file of node labels: KEY=VALUE lines or a JSON object")
 	f.StringVar(&podmanDB, "podman-db", podmanlabels.DefaultDBPath, "libpod's BoltDB state database, read (never written) for Podman containers' labels (\"\" turns this off; Podman 5's SQLite state is not read)")
+	f.StringVar(&dockerRoot, "docker-root", dockerlabels.DefaultRoot, "dockerd's data root, whose containers/<id>/config.v2.json give Docker containers their name and labels (read, never written; \"\" turns this off)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	kube.Register(f)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/karmor/karmor/internal/dockerlabels"
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/policysource"
 	"github.com/karmor/karmor/pkg/agentapi"
@@ -127,6 +128,12 @@ type Config struct {
 	// lock, never on the hook's path, possibly concurrently, quickly. The returned map is not
 	// modified. ok false means the container is not known.
 	ContainerLabels func(c *agentapi.Container) (labels map[string]string, ok bool)
+
+	// DockerContainer, when set, gives the name, image and labels of a Docker container, which
+	// dockerd keeps in its own record rather than in the OCI config (internal/dockerlabels). It
+	// is asked about containers with a Docker-shaped ID, no pod and no name or labels, with the
+	// same contract as ContainerLabels. ok false means the container is not Docker's or not known.
+	DockerContainer func(id string) (dockerlabels.Container, bool)
 
 	// Logger receives the agent's structured logs; slog.Default() when nil.
 	Logger *slog.Logger
