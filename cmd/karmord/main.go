@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/karmor/karmor/internal/agent"
+	"github.com/karmor/karmor/internal/dockerlabels"
 	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/kubepods"
 	"github.com/karmor/karmor/internal/oci"
@@ -59,6 +60,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 		nodeLabelsFile       string
 		passwordFile         string
 		podmanDB             string
+		dockerRoot           string
 		socketMode           string
 		trustFiles           signing.TrustFiles
 		refKeys              []string
@@ -116,6 +118,13 @@ func newCommand(logOut io.Writer) *cobra.Command {
 				}
 				cfg.ContainerLabels = func(c *agentapi.Container) (map[string]string, bool) { return podman.Labels(c.ID) }
 			}
+			if dockerRoot != "" {
+				docker, err := dockerlabels.Open(dockerlabels.Options{Root: dockerRoot, Logger: cfg.Logger})
+				if err != nil {
+					return usageError{fmt.Errorf("--docker-root: %w", err)}
+				}
+				cfg.DockerContainer = docker.Lookup
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			kube.NodeName = cfg.NodeName
@@ -139,6 +148,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringArrayVar(&cfg.RuntimeRoots, "runtime-root", agent.DefaultRuntimeRoots(), "runtime state root to reconcile with (repeatable, glob patterns allowed)")
 	f.StringVar(&cfg.ProcRoot, "proc-root", agent.DefaultProcRoot, "the host's /proc")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty; loopback only)")
+	f.StringVar(&cfg.HealthAddr, "health-addr", "", "serve the probes /healthz (live) and /readyz (ready) at http://ADDR (off when empty; any address: they name no container; the metrics server serves them too)")
 	f.BoolVar(&cfg.MetricsAllowRemote, "metrics-allow-remote", false, "allow --metrics-addr on a non-loopback address")
 	f.UintSliceVar(&allowUIDs, "allow-uid", nil, "also admit peers with this uid, read-only: list, get, watch, policies, explain (repeatable; the socket becomes 0666 unless --socket-mode/--socket-group say otherwise; root and karmord's own uid are always admitted and alone send events)")
 	f.UintSliceVar(&allowGIDs, "allow-gid", nil, "also admit peers whose primary gid is this, read-only (repeatable; one gid alone becomes the socket's group, mode 0660)")
@@ -168,6 +178,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringArrayVar(&nodeLabels, "node-label", nil, "node label KEY=VALUE for host policies' nodeSelector (repeatable; wins over --node-labels-file)")
 	f.StringVar(&nodeLabelsFile, "node-labels-file", "", "file of node labels: KEY=VALUE lines or a JSON object")
 	f.StringVar(&podmanDB, "podman-db", podmanlabels.DefaultDBPath, "libpod's BoltDB state database, read (never written) for Podman containers' labels (\"\" turns this off; Podman 5's SQLite state is not read)")
+	f.StringVar(&dockerRoot, "docker-root", dockerlabels.DefaultRoot, "dockerd's data root, whose containers/<id>/config.v2.json give Docker containers their name and labels (read, never written; \"\" turns this off)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	kube.Register(f)

@@ -17,7 +17,7 @@
 //   - policy.go, node.go: the policy sources (internal/policysource), matching at answer time
 //     (internal/match) outside the table's lock, policy changes on the stream, and the node's
 //     name and labels for host policies.
-//   - metrics.go: the Prometheus series.
+//   - metrics.go: the Prometheus series; health.go: liveness and readiness (socket, HTTP probes).
 package agent
 
 import (
@@ -75,6 +75,9 @@ type Agent struct {
 	stuckSpool map[string]bool
 
 	ready chan struct{}
+	// ownSocket is the socket file Run created, for the liveness check; set before anything
+	// that reads it starts.
+	ownSocket os.FileInfo
 }
 
 // New checks cfg, fills its defaults and prepares an agent: it reads the sequence reservation in
@@ -143,22 +146,30 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	own, _ := os.Lstat(a.cfg.Socket)
+	a.ownSocket = own
 	defer removeOwnSocket(a.cfg.Socket, own)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	var metricsErr chan error
-	if a.cfg.MetricsAddr != "" {
-		srv, mln, err := a.listenMetrics()
+	// The HTTP servers: metrics (with the probes beside them) and the probes alone. Either
+	// stopping stops karmord, so that a supervisor sees it.
+	httpErr := make(chan error, 2)
+	for _, h := range []struct {
+		name, addr string
+		listen     func() (*http.Server, net.Listener, error)
+	}{{"metrics", a.cfg.MetricsAddr, a.listenMetrics}, {"health", a.cfg.HealthAddr, a.listenHealth}} {
+		if h.addr == "" {
+			continue
+		}
+		srv, hln, err := h.listen()
 		if err != nil {
 			ln.Close()
 			return err
 		}
-		metricsErr = make(chan error, 1)
-		go func() { metricsErr <- srv.Serve(mln) }()
+		go func() { httpErr <- fmt.Errorf("%s server on %s stopped: %w", h.name, h.addr, srv.Serve(hln)) }()
 		defer srv.Close()
-		a.log.Info("serving metrics", "addr", mln.Addr().String())
+		a.log.Info("serving "+h.name, "addr", hln.Addr().String())
 	}
 
 	// Policies from directories and caches are in force before the first answer; the sources
@@ -193,8 +204,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-metricsErr:
-		runErr = fmt.Errorf("metrics server on %s stopped: %w", a.cfg.MetricsAddr, err)
+	case runErr = <-httpErr:
 		cancel()
 	}
 	ln.Close()
@@ -229,6 +239,7 @@ func (a *Agent) listenMetrics() (*http.Server, net.Listener, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	a.addHealthHandlers(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 	return srv, mln, nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/karmor/karmor/internal/dockerlabels"
 	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/policysource"
@@ -68,6 +69,10 @@ type Config struct {
 	// addresses are accepted unless MetricsAllowRemote is set, because the metrics name containers.
 	MetricsAddr        string
 	MetricsAllowRemote bool
+	// HealthAddr, when set, serves only the probes, /healthz and /readyz (agent.Health as JSON;
+	// 200 or 503), for Kubernetes. They name no container, so any address is accepted. The
+	// metrics server serves them too.
+	HealthAddr string
 
 	// AllowUIDs and AllowGIDs admit peers other than root (and the agent's own uid), read-only:
 	// they list, get, watch and ask about policies; only root and karmord's uid send events.
@@ -142,6 +147,12 @@ type Config struct {
 	// lock, never on the hook's path, possibly concurrently, quickly. The returned map is not
 	// modified. ok false means the container is not known.
 	ContainerLabels func(c *agentapi.Container) (labels map[string]string, ok bool)
+
+	// DockerContainer, when set, gives the name, image and labels of a Docker container, which
+	// dockerd keeps in its own record rather than in the OCI config (internal/dockerlabels). It
+	// is asked about containers with a Docker-shaped ID, no pod and no name or labels, with the
+	// same contract as ContainerLabels. ok false means the container is not Docker's or not known.
+	DockerContainer func(id string) (dockerlabels.Container, bool)
 
 	// Logger receives the agent's structured logs; slog.Default() when nil.
 	Logger *slog.Logger
@@ -230,6 +241,11 @@ func (c Config) validate() error {
 	}
 	if err := checkNodeLabels(c.NodeLabels); err != nil {
 		return err
+	}
+	if c.HealthAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
+			return fmt.Errorf("--health-addr %q: want host:port, e.g. 0.0.0.0:9465: %w", c.HealthAddr, err)
+		}
 	}
 	if c.MetricsAddr != "" && !c.MetricsAllowRemote {
 		if err := checkLoopback(c.MetricsAddr); err != nil {

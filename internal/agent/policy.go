@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/karmor/karmor/internal/containerinfo"
+	"github.com/karmor/karmor/internal/dockerlabels"
 	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/match"
 	"github.com/karmor/karmor/internal/policysource"
@@ -118,6 +119,30 @@ func (a *Agent) withPolicies(c *agentapi.Container, set *policysource.Set) {
 func (a *Agent) fillLabels(c *agentapi.Container) {
 	a.fillPodLabels(c)
 	a.fillPodmanLabels(c)
+	a.fillDockerIdentity(c)
+}
+
+// fillDockerIdentity gives a Docker container the name, image and labels dockerd keeps in its own
+// record, when a DockerContainer lookup is configured. Only containers that look like Docker's
+// are asked about: no Kubernetes pod, not Podman's, and an ID of Docker's shape.
+func (a *Agent) fillDockerIdentity(c *agentapi.Container) {
+	if a.cfg.DockerContainer == nil || c.Pod != "" || c.Annotations[containerinfo.AnnotationManager] == containerinfo.ManagerLibpod ||
+		(c.Name != "" && len(c.Labels) > 0) || !dockerlabels.IsContainerID(c.ID) {
+		return
+	}
+	d, ok := a.cfg.DockerContainer(c.ID)
+	if !ok {
+		return
+	}
+	if c.Name == "" {
+		c.Name = d.Name
+	}
+	if c.Image == "" {
+		c.Image = d.Image
+	}
+	if len(c.Labels) == 0 && len(d.Labels) > 0 {
+		c.Labels = maps.Clone(d.Labels)
+	}
 }
 
 // fillPodmanLabels gives a Podman container without labels the labels Podman keeps in its own
