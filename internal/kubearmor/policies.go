@@ -340,10 +340,13 @@ type policySession struct {
 	// ledger holds the policies KubeArmor may hold because karmord sent them, with the object
 	// last sent (persisted at LedgerPath).
 	ledger map[string]ledgerEntry
-	// sent holds what the KubeArmor reached now was sent of each name, and its answer.
+	// sent holds what the KubeArmor reached now was sent of each name.
 	sent      map[string]sentPolicy
 	syncedGen uint64
 	synced    bool
+	// unsettled is set from reaching a KubeArmor anew until a pass to it succeeds: the settle
+	// pass follows that one.
+	unsettled bool
 	// resend asks for the whole set again (SettleDelay after reaching a new KubeArmor).
 	resend bool
 }
@@ -366,8 +369,11 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 	f.lost = false
 	wanted, complete, gen := f.wanted, f.complete, f.gen
 	f.mu.Unlock()
+	if lost {
+		s.unsettled = true
+	}
 
-	full := lost || s.resend || !s.synced
+	full := s.unsettled || s.resend || !s.synced
 	if !full && gen == s.syncedGen {
 		return false, nil
 	}
@@ -410,7 +416,7 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 		if e, ok := s.ledger[w.conv.Name]; ok && e.Service != w.conv.Service {
 			// Same name, other kind: KubeArmor keeps the two apart in memory but saves them in
 			// one file, so the old one goes first.
-			if err := s.remove(ctx, w.conv.Name, e, !lost); err != nil {
+			if err := s.remove(ctx, w.conv.Name, e, !s.unsettled); err != nil {
 				return false, err
 			}
 		}
@@ -429,7 +435,7 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 		f.log.Warn("KubeArmor did not take a policy", "policy", w.id, "status", statusName(st))
 		// An older copy KubeArmor may hold must not stay in force in its place.
 		if e, ok := s.ledger[w.conv.Name]; ok && !bytes.Equal(e.Object, w.conv.Object) {
-			if err := s.remove(ctx, w.conv.Name, e, !lost); err != nil {
+			if err := s.remove(ctx, w.conv.Name, e, !s.unsettled); err != nil {
 				return false, err
 			}
 		} else {
@@ -441,14 +447,15 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 			if keep[name] {
 				continue
 			}
-			if err := s.remove(ctx, name, s.ledger[name], !lost); err != nil {
+			if err := s.remove(ctx, name, s.ledger[name], !s.unsettled); err != nil {
 				return false, err
 			}
 			deleted++
 		}
 	}
 
-	s.synced, s.syncedGen, s.resend = true, gen, false
+	fresh = s.unsettled
+	s.synced, s.syncedGen, s.resend, s.unsettled = true, gen, false, false
 	f.mu.Lock()
 	was := f.connected
 	f.connected, f.lastErr = true, ""
@@ -463,7 +470,7 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 	}
 	f.log.Log(ctx, level, "KubeArmor's policies are the set in force", "whole_set", full, "sent", added, "deleted", deleted,
 		"policies", len(keep), "took", time.Since(began).Round(time.Millisecond))
-	return lost, nil
+	return fresh, nil
 }
 
 // remove sends DELETED for name with the object KubeArmor holds it under and drops it from the
