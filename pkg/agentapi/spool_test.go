@@ -174,6 +174,51 @@ func FuzzDecodeSpoolRecord(f *testing.F) {
 	})
 }
 
+// FuzzSpoolCap spools a sequence of starts and stops (one per input byte, low bit: stop) into
+// a spool of a few files, and checks the cap's promises after each: never more files than the
+// cap, no stop ever removed, and every event missing from the spool counted as dropped.
+func FuzzSpoolCap(f *testing.F) {
+	f.Add(byte(3), []byte{0, 1, 0, 0, 1, 1, 0, 1, 1, 0})
+	f.Add(byte(0), []byte{1, 1, 0})
+	f.Fuzz(func(t *testing.T, capFiles byte, kinds []byte) {
+		if len(kinds) > 32 {
+			kinds = kinds[:32]
+		}
+		dir := t.TempDir()
+		limits := SpoolLimits{Files: 1 + int(capFiles%5), Bytes: 1 << 20}
+		base := time.Unix(1700000000, 0)
+		var stops []string
+		for i, k := range kinds {
+			kind := KindStart
+			if k&1 == 1 {
+				kind = KindStop
+			}
+			s, err := Spool(dir, &Event{Kind: kind, Time: base.Add(time.Duration(i) * time.Second), Container: Container{ID: fmt.Sprintf("c%d", i)}}, limits)
+			if err != nil && !errors.Is(err, ErrSpoolFull) {
+				t.Fatal(err)
+			}
+			if kind == KindStop && s.Path != "" {
+				stops = append(stops, s.Path)
+			}
+			paths, err := SpoolFiles(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(paths) > limits.Files {
+				t.Fatalf("after %d events: %d files, cap %d", i+1, len(paths), limits.Files)
+			}
+			for _, p := range stops {
+				if _, err := os.Stat(p); err != nil {
+					t.Fatalf("a spooled stop was removed: %v", err)
+				}
+			}
+			if n, err := SpoolDropped(dir); err != nil || n != uint64(i+1-len(paths)) {
+				t.Fatalf("after %d events with %d files: dropped %d (%v)", i+1, len(paths), n, err)
+			}
+		}
+	})
+}
+
 // BenchmarkSpool is one hook spooling an event into an empty spool and into one at its default
 // cap of 4096 files (the directory listing, the eviction of the oldest start and the write).
 func BenchmarkSpool(b *testing.B) {
