@@ -536,3 +536,45 @@ func TestBrokenCommandLineFailClosedSpellings(t *testing.T) {
 		}
 	}
 }
+
+// A full spool: the hook drops the oldest spooled start to make room, never a stop, drops its
+// own event when only stops are left, and logs and counts each drop (issue 12 item 7). The
+// spool's files here are empty but named as 256 MiB ones: names carry sizes.
+func TestFullSpoolDropsAndLogs(t *testing.T) {
+	s := newScene(t, nil, nil)
+	spool := t.TempDir()
+	missing := filepath.Join(t.TempDir(), "no.sock")
+	full := agentapi.DefaultSpoolLimits.Bytes
+	oldStart := filepath.Join(spool, fmt.Sprintf("%020d-start-%d-old-1.event", 1, full))
+	oldStop := filepath.Join(spool, fmt.Sprintf("%020d-stop-%d-gone-2.event", 2, full))
+	write(t, oldStart, "")
+	run := func(stage string) (*Outcome, string) {
+		var logs bytes.Buffer
+		out := Run(context.Background(), s.opts(missing, spool, stage), s.stdin(t), quietLogger(&logs, false), time.Now())
+		return out, logs.String()
+	}
+	dropped := func() uint64 {
+		n, err := agentapi.SpoolDropped(spool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	out, logs := run("createRuntime")
+	if _, err := os.Stat(oldStart); !os.IsNotExist(err) || out.SpoolPath == "" || dropped() != 1 || !strings.Contains(logs, "the spool is full") {
+		t.Fatalf("oldest start not replaced: old file %v, outcome %+v, dropped %d, logs:\n%s", err, out, dropped(), logs)
+	}
+	if err := os.Remove(out.SpoolPath); err != nil {
+		t.Fatal(err)
+	}
+	write(t, oldStop, "")
+	for i, stage := range []string{"createRuntime", "poststop"} {
+		out, logs = run(stage)
+		if out.SpoolPath != "" || dropped() != uint64(2+i) || !strings.Contains(logs, "spool full") {
+			t.Errorf("%s into a spool full of stops: outcome %+v, dropped %d, logs:\n%s", stage, out, dropped(), logs)
+		}
+		if _, err := os.Stat(oldStop); err != nil {
+			t.Errorf("%s: the spooled stop was removed: %v", stage, err)
+		}
+	}
+}

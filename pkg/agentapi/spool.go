@@ -16,9 +16,9 @@ import (
 
 // The spool is a directory of events the hook could not deliver. Each event is one file holding
 // an Envelope's JSON, written to a temporary name and renamed into place, so the agent never
-// reads half a file. Names are <time in nanoseconds, 20 digits>-<kind>-<id part>-<random>.event,
-// so that sorting names replays events in the order they happened and the kind of each file is
-// known without opening it.
+// reads half a file. Names are <time in nanoseconds, 20 digits>-<kind>-<size>-<id part>-<random>.event,
+// so that sorting names replays events in the order they happened, and the kind and size of each
+// file are known from a directory listing alone: a hook checking the cap stats no file.
 //
 // The spool is capped (SpoolLimits): a hook that finds it full removes the oldest spooled start
 // to make room, never a stop, and drops its own event when no start is left to remove. Every
@@ -121,8 +121,8 @@ func Spool(dir string, ev *Event, limits SpoolLimits) (Spooled, error) {
 		t = time.Now()
 	}
 	// The temp name's random part keeps two events of the same nanosecond and id apart.
-	name := fmt.Sprintf("%0*d-%s-%s-%s%s", spoolTimeDigits, max(t.UnixNano(), 0), safeName(ev.Kind), safeName(ev.Container.ID),
-		strings.TrimPrefix(filepath.Base(tmp), spoolTmpPrefix), spoolSuffix)
+	name := fmt.Sprintf("%0*d-%s-%d-%s-%s%s", spoolTimeDigits, max(t.UnixNano(), 0), safeName(ev.Kind), len(body),
+		safeName(ev.Container.ID), strings.TrimPrefix(filepath.Base(tmp), spoolTmpPrefix), spoolSuffix)
 	final := filepath.Join(dir, name)
 	if err := os.Rename(tmp, final); err != nil {
 		os.Remove(tmp)
@@ -135,27 +135,38 @@ func Spool(dir string, ev *Event, limits SpoolLimits) (Spooled, error) {
 // makeRoom removes the oldest spooled starts until an event of size bytes fits within limits.
 // It reports the files removed and whether the event now fits; it never removes a stop.
 func makeRoom(dir string, size int64, limits SpoolLimits) (evicted []string, room bool, err error) {
-	ents, err := os.ReadDir(dir)
+	d, err := os.Open(dir)
 	if err != nil {
 		return nil, true, err // spool anyway: a full disk will say so
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return nil, true, err
 	}
 	var files int
 	var total int64
 	var starts []string // sorted below: oldest first
 	sizes := map[string]int64{}
-	for _, e := range ents {
-		if !isSpoolName(e.Name()) {
+	for _, name := range names {
+		if !isSpoolName(name) {
 			continue
 		}
-		info, err := e.Info()
-		if err != nil || !info.Mode().IsRegular() {
-			continue
+		n, ok := ParseSpoolName(name)
+		size := n.Size
+		if !ok || size < 0 {
+			// Named by an older karmor-hook: only its size costs a stat.
+			info, err := os.Lstat(filepath.Join(dir, name))
+			if err != nil {
+				continue
+			}
+			size = info.Size()
 		}
 		files++
-		total += info.Size()
-		if n, ok := ParseSpoolName(e.Name()); ok && n.Kind == KindStart {
-			starts = append(starts, e.Name())
-			sizes[e.Name()] = info.Size()
+		total += size
+		if ok && n.Kind == KindStart {
+			starts = append(starts, name)
+			sizes[name] = size
 		}
 	}
 	sort.Strings(starts)
@@ -262,9 +273,11 @@ func safeName(id string) string {
 type SpoolName struct {
 	Time int64 // Unix nanoseconds
 	Kind string
+	Size int64 // the file's size in bytes; -1 when the name does not say (older hooks)
 }
 
-// ParseSpoolName reads a spool file's name, as Spool writes them.
+// ParseSpoolName reads a spool file's name, as Spool writes them (and as older hooks did,
+// without the size).
 func ParseSpoolName(name string) (SpoolName, bool) {
 	if !isSpoolName(name) || len(name) < spoolTimeDigits+2 || name[spoolTimeDigits] != '-' {
 		return SpoolName{}, false
@@ -273,11 +286,17 @@ func ParseSpoolName(name string) (SpoolName, bool) {
 	if err != nil || t < 0 {
 		return SpoolName{}, false
 	}
-	kind, _, ok := strings.Cut(name[spoolTimeDigits+1:], "-")
-	if !ok || kind == "" {
+	fields := strings.Split(strings.TrimSuffix(name[spoolTimeDigits+1:], spoolSuffix), "-")
+	if fields[0] == "" {
 		return SpoolName{}, false
 	}
-	return SpoolName{Time: t, Kind: kind}, true
+	n := SpoolName{Time: t, Kind: fields[0], Size: -1}
+	if len(fields) == 4 { // kind, size, id, random
+		if size, err := strconv.ParseInt(fields[1], 10, 64); err == nil && size >= 0 {
+			n.Size = size
+		}
+	}
+	return n, true
 }
 
 func isSpoolName(name string) bool {

@@ -138,6 +138,7 @@ func TestSpoolDroppedMalformed(t *testing.T) {
 
 func FuzzParseSpoolName(f *testing.F) {
 	f.Add("00000001700000000000-start-abc-123.event")
+	f.Add("00000001700000000000-stop-131-abc-123.event")
 	f.Add("00000000000000000000-bad.event")
 	f.Add(".tmp-123")
 	f.Add("-0000000000000000001-stop-x-y.event")
@@ -149,9 +150,10 @@ func FuzzParseSpoolName(f *testing.F) {
 		if n.Time < 0 || n.Kind == "" || strings.Contains(n.Kind, "-") || !strings.HasSuffix(name, spoolSuffix) {
 			t.Fatalf("%q parsed to %+v", name, n)
 		}
-		// What Spool writes for that time and kind parses back to them.
-		again := fmt.Sprintf("%020d-%s-id-r%s", n.Time, n.Kind, spoolSuffix)
-		if m, ok := ParseSpoolName(again); !ok || m != n {
+		// What Spool writes for that time, kind and size parses back to them.
+		size := max(n.Size, 0)
+		again := fmt.Sprintf("%020d-%s-%d-id-r%s", n.Time, n.Kind, size, spoolSuffix)
+		if m, ok := ParseSpoolName(again); !ok || m.Time != n.Time || m.Kind != n.Kind || m.Size != size {
 			t.Fatalf("%q: %+v, then %q: %+v %v", name, n, again, m, ok)
 		}
 	})
@@ -170,4 +172,74 @@ func FuzzDecodeSpoolRecord(f *testing.F) {
 			t.Fatalf("accepted an event karmord cannot apply: %+v", ev)
 		}
 	})
+}
+
+// FuzzSpoolCap spools a sequence of starts and stops (one per input byte, low bit: stop) into
+// a spool of a few files, and checks the cap's promises after each: never more files than the
+// cap, no stop ever removed, and every event missing from the spool counted as dropped.
+func FuzzSpoolCap(f *testing.F) {
+	f.Add(byte(3), []byte{0, 1, 0, 0, 1, 1, 0, 1, 1, 0})
+	f.Add(byte(0), []byte{1, 1, 0})
+	f.Fuzz(func(t *testing.T, capFiles byte, kinds []byte) {
+		if len(kinds) > 32 {
+			kinds = kinds[:32]
+		}
+		dir := t.TempDir()
+		limits := SpoolLimits{Files: 1 + int(capFiles%5), Bytes: 1 << 20}
+		base := time.Unix(1700000000, 0)
+		var stops []string
+		for i, k := range kinds {
+			kind := KindStart
+			if k&1 == 1 {
+				kind = KindStop
+			}
+			s, err := Spool(dir, &Event{Kind: kind, Time: base.Add(time.Duration(i) * time.Second), Container: Container{ID: fmt.Sprintf("c%d", i)}}, limits)
+			if err != nil && !errors.Is(err, ErrSpoolFull) {
+				t.Fatal(err)
+			}
+			if kind == KindStop && s.Path != "" {
+				stops = append(stops, s.Path)
+			}
+			paths, err := SpoolFiles(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(paths) > limits.Files {
+				t.Fatalf("after %d events: %d files, cap %d", i+1, len(paths), limits.Files)
+			}
+			for _, p := range stops {
+				if _, err := os.Stat(p); err != nil {
+					t.Fatalf("a spooled stop was removed: %v", err)
+				}
+			}
+			if n, err := SpoolDropped(dir); err != nil || n != uint64(i+1-len(paths)) {
+				t.Fatalf("after %d events with %d files: dropped %d (%v)", i+1, len(paths), n, err)
+			}
+		}
+	})
+}
+
+// BenchmarkSpool is one hook spooling an event into an empty spool and into one at its default
+// cap of 4096 files (the directory listing, the eviction of the oldest start and the write).
+func BenchmarkSpool(b *testing.B) {
+	base := time.Unix(1700000000, 0)
+	for _, fill := range []int{0, DefaultSpoolLimits.Files} {
+		b.Run(fmt.Sprintf("files=%d", fill), func(b *testing.B) {
+			dir := b.TempDir()
+			for i := range fill {
+				if _, err := SpoolEvent(dir, &Event{Kind: KindStart, Time: base.Add(time.Duration(i)), Container: Container{ID: "fill"}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i := 0; b.Loop(); i++ {
+				p, err := SpoolEvent(dir, &Event{Kind: KindStart, Time: base.Add(time.Hour + time.Duration(i)), Container: Container{ID: "new"}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if fill == 0 {
+					os.Remove(p) // stay empty
+				}
+			}
+		})
+	}
 }
