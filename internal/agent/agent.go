@@ -10,6 +10,8 @@
 //     from resurrecting stopped containers or removing newer ones.
 //   - stream.go, seq.go: sequence numbers (unique across restarts), the ring of recent events and
 //     the watchers, who never slow the hook's acknowledgement.
+//   - slim.go: the slim form containers take in list answers and the stream (annotations cut),
+//     the size estimate that bounds the ring in bytes, and the chunks of a list answer.
 //   - server.go, socket.go: the socket, peer credentials, framing and the request dispatch (a
 //     handler per envelope type: add new request types there).
 //   - spool.go, reconcile.go: the spool replay and rescan, and reconciliation with runc/crun state

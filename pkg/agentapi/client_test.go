@@ -205,3 +205,53 @@ func TestListSnapshotRejectsBrokenChunks(t *testing.T) {
 		}
 	}
 }
+
+// FuzzListSnapshot answers a chunked list with arbitrary bytes: the client must return a list or
+// an error, never panic or hang.
+func FuzzListSnapshot(f *testing.F) {
+	var seed bytes.Buffer
+	_ = WriteFrame(&seed, &Envelope{Type: TypeContainers, Seq: 3, More: true, Containers: []Container{{ID: "a"}}})
+	_ = WriteFrame(&seed, &Envelope{Type: TypeContainers, Seq: 3, Containers: []Container{{ID: "b", AnnotationsOmitted: 2}}})
+	f.Add(seed.Bytes())
+	f.Add([]byte{0, 0, 0, 2, '{', '}'})
+	f.Add([]byte(`{"v":1}`))
+	dir, err := os.MkdirTemp("", "agentapi-fuzz-")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "s")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { ln.Close() })
+	answers := make(chan []byte)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if _, err := ReadFrame(conn, 0); err == nil {
+				_, _ = conn.Write(<-answers)
+			}
+			conn.Close()
+		}
+	}()
+	c := NewClient(sock)
+	c.Timeout = 5 * time.Second
+	f.Fuzz(func(t *testing.T, in []byte) {
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.ListSnapshot(context.Background())
+			done <- err
+		}()
+		answers <- in
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("ListSnapshot did not return after the agent closed the connection")
+		}
+	})
+}
