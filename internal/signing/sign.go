@@ -63,17 +63,9 @@ func Sign(ctx context.Context, repo *remote.Repository, manifest ocispec.Descrip
 
 // signBundle writes a Sigstore bundle as a referrer of manifest, as `cosign sign` v3 does.
 func signBundle(ctx context.Context, repo *remote.Repository, manifest ocispec.Descriptor, key *PrivateKey, now time.Time) (*Signed, error) {
-	payload, err := newStatement(manifest.Digest)
+	bundleJSON, err := bundleJSON(ctx, manifest.Digest, key)
 	if err != nil {
 		return nil, err
-	}
-	b, err := sign.Bundle(&sign.DSSEData{Data: payload, PayloadType: mediaTypeInToto}, keypair{key}, sign.BundleOptions{Context: ctx})
-	if err != nil {
-		return nil, fmt.Errorf("sign with %s: %w", key.Name, err)
-	}
-	bundleJSON, err := protojson.Marshal(b)
-	if err != nil {
-		return nil, fmt.Errorf("sign: encode bundle: %w", err)
 	}
 	layer := content.NewDescriptorFromBytes(MediaTypeBundle, bundleJSON)
 	config := ocispec.DescriptorEmptyJSON
@@ -109,6 +101,24 @@ func signBundle(ctx context.Context, repo *remote.Repository, manifest ocispec.D
 		return nil, fmt.Errorf("push signature: %w", err)
 	}
 	return &Signed{Format: FormatBundle, Manifest: desc.Digest, Key: key.Fingerprint()}, nil
+}
+
+// bundleJSON signs cosign's statement for manifest into a Sigstore bundle, encoded as cosign
+// stores it.
+func bundleJSON(ctx context.Context, manifest digest.Digest, key *PrivateKey) ([]byte, error) {
+	payload, err := newStatement(manifest)
+	if err != nil {
+		return nil, err
+	}
+	b, err := sign.Bundle(&sign.DSSEData{Data: payload, PayloadType: mediaTypeInToto}, keypair{key}, sign.BundleOptions{Context: ctx})
+	if err != nil {
+		return nil, fmt.Errorf("sign with %s: %w", key.Name, err)
+	}
+	data, err := protojson.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("sign: encode bundle: %w", err)
+	}
+	return data, nil
 }
 
 // signLegacy adds a simple signing layer to the manifest at sha256-<hex>.sig, as cosign v2
