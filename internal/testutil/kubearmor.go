@@ -2,7 +2,7 @@ package testutil
 
 import (
 	"bufio"
-	"net"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +10,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // The real KubeArmor daemon for tests. scripts/kubearmor-vm/prepare.sh builds it from
@@ -79,7 +83,7 @@ type KubeArmor struct {
 	exited   chan error
 }
 
-// StartKubeArmor starts the real KubeArmor and waits until ka.sock and its gRPC port are served.
+// StartKubeArmor starts the real KubeArmor and waits until it serves ka.sock and answers on gRPC.
 func StartKubeArmor(t testing.TB, opts KubeArmorOptions) *KubeArmor {
 	t.Helper()
 	RequireRoot(t)
@@ -140,7 +144,8 @@ func lockHost(t testing.TB) {
 	t.Cleanup(func() { f.Close() }) // closing releases the lock
 }
 
-// Start runs KubeArmor (again), appending to its log, and returns once it serves ka.sock and gRPC.
+// Start runs KubeArmor (again), appending to its log, and returns once it serves ka.sock and answers
+// on gRPC.
 func (k *KubeArmor) Start(t testing.TB) {
 	t.Helper()
 	if k.cmd != nil {
@@ -162,10 +167,11 @@ func (k *KubeArmor) Start(t testing.TB) {
 	k.cmd, k.exited = cmd, exited
 	until := time.Now().Add(kubeArmorWait)
 	for {
-		// KubeArmor serves gRPC after it listens on ka.sock, so an open port means this KubeArmor's
-		// socket is in place (a killed one's stale socket file cannot fool the check).
-		if c, err := net.DialTimeout("tcp", KubeArmorGRPCAddr, time.Second); err == nil {
-			c.Close()
+		// KubeArmor listens on its gRPC port long before it serves it (seconds, minutes under
+		// QEMU), so only an answer counts. It serves gRPC after it listens on ka.sock, so an answer
+		// also means this KubeArmor's socket is in place (a killed one's stale socket file cannot
+		// fool the check).
+		if err := kubeArmorAnswers(); err == nil {
 			if fi, err := os.Stat(KubeArmorSocket); err != nil || fi.Mode()&os.ModeSocket == 0 {
 				t.Fatalf("KubeArmor serves gRPC but %s is not a socket (%v)", KubeArmorSocket, err)
 			}
@@ -181,8 +187,22 @@ func (k *KubeArmor) Start(t testing.TB) {
 			t.Fatalf("KubeArmor did not serve %s and %s within %v:\n%s", KubeArmorSocket, KubeArmorGRPCAddr,
 				kubeArmorWait, TailFile(k.LogPath, 30))
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// kubeArmorAnswers makes one gRPC call to KubeArmor: ProbeService.getProbeData, which it serves in
+// non-Kubernetes mode once its policy service is registered. The answer's content does not matter
+// (it decodes into Empty, its fields kept as unknown), only that one came.
+func kubeArmorAnswers() error {
+	conn, err := grpc.NewClient(KubeArmorGRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return conn.Invoke(ctx, "/policy.ProbeService/getProbeData", &emptypb.Empty{}, &emptypb.Empty{})
 }
 
 // Stop ends KubeArmor with SIGTERM (KILL after a while), if it runs.

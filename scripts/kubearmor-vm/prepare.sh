@@ -8,7 +8,8 @@
 # Source: ../shared/kubearmor beside the repository (KARMOR_KUBEARMOR_SRC overrides); it is test
 # material, copied to a temporary build directory, and nothing of it enters the repository.
 # Idempotent and cached: each product lives in a directory named after the hash of everything it
-# is built from (source, this script, Go, clang, kernel), so a warm run only hashes and checks.
+# is built from (source, the shell function that builds it, Go, clang, kernel), so a warm run only
+# hashes and checks, and editing one recipe rebuilds only its product.
 # Needs root (apt, /var/cache), Debian's apt mirror and the Go module proxy.
 set -euo pipefail
 export PATH="/usr/local/go/bin:$PATH"
@@ -57,7 +58,6 @@ hash_tree() { # dir: the hash of its files' names and contents
 }
 hash_text() { sha256sum | cut -c1-16; }
 
-script_hash=$(hash_text <"$0")
 src_hash=$(hash_tree "$src")
 go_version=$(go env GOVERSION)
 clang_version=$(clang --version | head -1)
@@ -88,12 +88,15 @@ source_copy() {
 
 # 1. The daemon: a static Go binary, the same for host and guest (its BPF-LSM enforcer objects are
 #    generated Go files of the source; only the system monitor is built per kernel).
-daemon_dir=$cache/daemon-$(printf '%s\n' "$src_hash" "$script_hash" "$go_version" | hash_text)
 build_daemon() {
 	say "go build KubeArmor ($src)"
 	source_copy
 	(cd "$work/src/KubeArmor" && CGO_ENABLED=0 go build -trimpath -o "$out/kubearmor" .)
 }
+daemon_dir=$cache/daemon-$( (
+	echo "$src_hash $go_version"
+	declare -f source_copy build_daemon
+) | hash_text)
 build_into "$daemon_dir" build_daemon
 
 # system_monitor.bpf.o for one kernel, from its BTF (no CO-RE in KubeArmor's build: an object
@@ -103,29 +106,36 @@ build_monitor() { # btf-file kernel-version(x.y.z)
 	source_copy
 	b=$work/bpf-$(basename "$out")
 	cp -a "$work/src/KubeArmor/BPF" "$b"
-	rm -f "$b"/*.o "$b"/vmlinux*.h
+	rm -f "$b"/*.o "$b"/vmlinux.h
 	bpftool btf dump file "$btf" format c >"$b/vmlinux.h"
 	# The Makefile wants libbpf's sources as a git submodule, which the snapshot lacks: its headers
 	# from libbpf-dev are all the object needs.
 	mkdir -p "$b/libbpf"
 	ln -sfn /usr/include/bpf "$b/libbpf/src"
-	make -s -C "$b" system_monitor.bpf.o LIBBPF="$b/libbpf" \
+	# pipefail: the recipe pipes clang into opt and llc, and a failed clang must not leave an empty
+	# object behind.
+	make -s -C "$b" system_monitor.bpf.o LIBBPF="$b/libbpf" SHELL=/bin/bash .SHELLFLAGS='-o pipefail -ec' \
 		KRNV_X="$(cut -d. -f1 <<<"$version")" KRNV_Y="$(cut -d. -f2 <<<"$version")" KRNV_Z="$(cut -d. -f3 <<<"$version")" >/dev/null
+	if ! llvm-objdump -h "$b/system_monitor.bpf.o" | grep -q kprobe; then
+		echo "prepare: $b/system_monitor.bpf.o has no kprobe programs" >&2
+		exit 1
+	fi
 	cp "$b/system_monitor.bpf.o" "$out/"
 }
 
 # 2. The host's object (KubeArmor runs here for its protocols; this kernel cannot enforce).
 host_release=$(uname -r)
 host_version=$(sed -nE 's/^([0-9]+\.[0-9]+\.[0-9]+).*/\1/p' <<<"$host_release")
-host_bpf_dir=$cache/bpf-host-$( (
-	hash_tree "$src/KubeArmor/BPF"
-	echo "$script_hash $clang_version $host_release"
-	sha256sum </sys/kernel/btf/vmlinux
-) | hash_text)
 build_host_bpf() {
 	say "system_monitor.bpf.o for this host ($host_release)"
 	build_monitor /sys/kernel/btf/vmlinux "$host_version"
 }
+host_bpf_dir=$cache/bpf-host-$( (
+	hash_tree "$src/KubeArmor/BPF"
+	echo "$clang_version $host_release"
+	sha256sum </sys/kernel/btf/vmlinux
+	declare -f source_copy build_monitor build_host_bpf
+) | hash_text)
 build_into "$host_bpf_dir" build_host_bpf
 
 # 3. The guest kernel: Debian 12's stock kernel package, downloaded (never installed), its vmlinuz
@@ -137,7 +147,6 @@ if [ -z "$kernel_pkg" ]; then
 fi
 guest_release=${kernel_pkg#linux-image-}
 kernel_version=$(apt-cache show --no-all-versions "$kernel_pkg" | awk '/^Version:/{print $2; exit}')
-kernel_dir=$cache/kernel-$guest_release-$kernel_version
 fetch_kernel() {
 	say "guest kernel $kernel_pkg $kernel_version (apt-get download)"
 	(cd "$work" && apt-get download -qq "$kernel_pkg=$kernel_version")
@@ -154,17 +163,19 @@ open(sys.argv[2], 'wb').write(lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decom
 EOF
 	echo "$kernel_version" >"$out/version"
 }
+kernel_dir=$cache/kernel-$guest_release-$kernel_version-$(declare -f fetch_kernel | hash_text)
 build_into "$kernel_dir" fetch_kernel
 # The upstream version (6.1.x) from the package version (6.1.x-y).
 guest_version=${kernel_version%%-*}
-guest_bpf_dir=$cache/bpf-guest-$( (
-	hash_tree "$src/KubeArmor/BPF"
-	echo "$script_hash $clang_version $guest_release $kernel_version"
-) | hash_text)
 build_guest_bpf() {
 	say "system_monitor.bpf.o for the guest ($guest_release, $guest_version)"
 	build_monitor "$kernel_dir/vmlinux" "$guest_version"
 }
+guest_bpf_dir=$cache/bpf-guest-$( (
+	hash_tree "$src/KubeArmor/BPF"
+	echo "$clang_version $kernel_dir"
+	declare -f source_copy build_monitor build_guest_bpf
+) | hash_text)
 build_into "$guest_bpf_dir" build_guest_bpf
 
 # 4. The env file, replaced atomically; then anything no longer named in it goes.
