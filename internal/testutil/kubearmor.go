@@ -151,6 +151,9 @@ func (k *KubeArmor) Start(t testing.TB) {
 		t.Fatal(err)
 	}
 	defer logf.Close() // the child has its own descriptor
+	// A killed KubeArmor leaves its ka.sock behind; the new one replaces it (inode numbers are
+	// reused, change times are not).
+	stale := socketIdentity()
 	cmd := exec.Command(k.bin, k.args...)
 	cmd.Dir = filepath.Join(k.dir, "run")
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -162,14 +165,13 @@ func (k *KubeArmor) Start(t testing.TB) {
 	k.cmd, k.exited = cmd, exited
 	until := time.Now().Add(kubeArmorWait)
 	for {
-		// KubeArmor serves gRPC after it listens on ka.sock, so an open port means this KubeArmor's
-		// socket is in place (a killed one's stale socket file cannot fool the check).
+		// KubeArmor's logger listens on the gRPC port early in its start, before ka.sock exists:
+		// ready is the port open and a ka.sock that is not the one a killed KubeArmor left.
 		if c, err := net.DialTimeout("tcp", KubeArmorGRPCAddr, time.Second); err == nil {
 			c.Close()
-			if fi, err := os.Stat(KubeArmorSocket); err != nil || fi.Mode()&os.ModeSocket == 0 {
-				t.Fatalf("KubeArmor serves gRPC but %s is not a socket (%v)", KubeArmorSocket, err)
+			if id := socketIdentity(); id != (syscall.Timespec{}) && id != stale {
+				return
 			}
-			return
 		}
 		select {
 		case werr := <-exited:
@@ -183,6 +185,15 @@ func (k *KubeArmor) Start(t testing.TB) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// socketIdentity tells one ka.sock from another: its change time; zero when there is no socket.
+func socketIdentity() syscall.Timespec {
+	fi, err := os.Stat(KubeArmorSocket)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return syscall.Timespec{}
+	}
+	return fi.Sys().(*syscall.Stat_t).Ctim
 }
 
 // Stop ends KubeArmor with SIGTERM (KILL after a while), if it runs.
