@@ -344,6 +344,9 @@ type policySession struct {
 	sent      map[string]sentPolicy
 	syncedGen uint64
 	synced    bool
+	// retry holds the ledger entries this KubeArmor did not delete: they are sent again at the
+	// next whole resync, not at every pass.
+	retry map[string]bool
 	// unsettled is set from reaching a KubeArmor anew until a pass to it succeeds: the settle
 	// pass follows that one.
 	unsettled bool
@@ -380,6 +383,7 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 	began := time.Now()
 	if full {
 		s.sent = map[string]sentPolicy{}
+		s.retry = map[string]bool{}
 		s.synced = false
 		if lost {
 			f.mu.Lock()
@@ -444,7 +448,7 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 	}
 	if complete {
 		for _, name := range ledgerNames(s.ledger) {
-			if keep[name] {
+			if keep[name] || s.retry[name] {
 				continue
 			}
 			if err := s.remove(ctx, name, s.ledger[name], !s.unsettled); err != nil {
@@ -474,25 +478,50 @@ func (s *policySession) pass(ctx context.Context) (fresh bool, err error) {
 }
 
 // remove sends DELETED for name with the object KubeArmor holds it under and drops it from the
-// ledger once KubeArmor no longer has it. Right after reaching a KubeArmor anew, NotExist is not
-// believed (settled false): KubeArmor may not have restored the policy yet, and the settle pass
-// deletes it again.
+// ledger once KubeArmor no longer has it. NotExist is not always believed, and the entry stays
+// for the next whole resync:
+//   - right after reaching a KubeArmor anew (settled false), KubeArmor may not have restored the
+//     policy yet; the settle pass deletes it again;
+//   - a container policy selecting by kubearmor.io/container.name: KubeArmor answers NotExist to
+//     its delete whenever it holds another endpoint the policy does not belong to, and then keeps
+//     its saved copy, which it restores at its next start.
 func (s *policySession) remove(ctx context.Context, name string, e ledgerEntry, settled bool) error {
 	st, err := s.call(ctx, e.Service, eventDeleted, e.Object)
 	if err != nil {
 		return err
 	}
+	delete(s.sent, name)
 	switch {
-	case st == kapb.PolicyStatus_NotExist && !settled:
-		delete(s.sent, name)
+	case st == kapb.PolicyStatus_NotExist && (!settled || selectsByContainerName(e)):
+		s.retry[name] = true
 	case st == kapb.PolicyStatus_Deleted, st == kapb.PolicyStatus_NotExist, st == kapb.PolicyStatus_NotEnabled:
 		// NotEnabled: KubeArmor takes no policies of that kind now, and holds none.
 		delete(s.ledger, name)
-		delete(s.sent, name)
 	default:
-		s.f.log.Warn("KubeArmor did not delete a policy; it is tried again at the next resync", "name", name, "status", statusName(st))
+		s.retry[name] = true
+		s.f.log.Warn("KubeArmor did not delete a policy; it is tried again at the next whole resync", "name", name, "status", statusName(st))
 	}
 	return nil
+}
+
+// selectsByContainerName reports whether e is a container policy whose matchLabels name
+// kubearmor.io/container.name.
+func selectsByContainerName(e ledgerEntry) bool {
+	if e.Service != ServiceContainer {
+		return false
+	}
+	var obj struct {
+		Spec struct {
+			Selector struct {
+				MatchLabels map[string]string `json:"matchLabels"`
+			} `json:"selector"`
+		} `json:"spec"`
+	}
+	if json.Unmarshal(e.Object, &obj) != nil {
+		return false
+	}
+	_, ok := obj.Spec.Selector.MatchLabels[LabelContainerName]
+	return ok
 }
 
 // call sends one event and returns KubeArmor's answer.

@@ -71,27 +71,32 @@ func savedAre(t testing.TB, want ...string) func() bool {
 func TestPolicyFeedRealKubeArmor(t *testing.T) {
 	ka := testutil.StartKubeArmor(t, testutil.KubeArmorOptions{Args: realKubeArmorArgs})
 	f, _, _ := startPolicyFeed(t, testutil.KubeArmorGRPCAddr, filepath.Join(t.TempDir(), "ledger.json"))
+	named := containerPolicy("ka-n", "kubearmor.io/container.name: web", "/etc/passwd")
 
-	f.Update(1, policies(t, containerPolicy("ka-a", "app: web", "/etc/shadow"), containerPolicy("ka-b", "kubearmor.io/container.name: web", "/etc/passwd"),
-		hostPolicy("ka-h", "/etc/hosts")), true)
-	eventually(t, "KubeArmor saved the three", savedAre(t, "ka-a", "ka-b", "ka-h"))
+	f.Update(1, policies(t, containerPolicy("ka-a", "app: web", "/etc/shadow"), containerPolicy("ka-b", "app: db", "/etc/passwd"),
+		named, hostPolicy("ka-h", "/etc/hosts")), true)
+	eventually(t, "KubeArmor saved the four", savedAre(t, "ka-a", "ka-b", "ka-n", "ka-h"))
 	eventually(t, "all Applied", func() bool {
-		return f.State("KubeArmorPolicy/default/ka-a").Status == "Applied" && f.State("KubeArmorPolicy/default/ka-b").Status == "Applied" &&
-			f.State("KubeArmorHostPolicy/ka-h").Status == "Applied"
+		for _, id := range []string{"KubeArmorPolicy/default/ka-a", "KubeArmorPolicy/default/ka-b", "KubeArmorPolicy/default/ka-n", "KubeArmorHostPolicy/ka-h"} {
+			if f.State(id).Status != "Applied" {
+				return false
+			}
+		}
+		return true
 	})
 
 	// ka-a selects other labels; ka-h is dropped.
-	f.Update(2, policies(t, containerPolicy("ka-a", "app: api", "/etc/shadow"), containerPolicy("ka-b", "kubearmor.io/container.name: web", "/etc/passwd")), true)
-	eventually(t, "ka-h deleted", savedAre(t, "ka-a", "ka-b"))
+	f.Update(2, policies(t, containerPolicy("ka-a", "app: api", "/etc/shadow"), containerPolicy("ka-b", "app: db", "/etc/passwd"), named), true)
+	eventually(t, "ka-h deleted", savedAre(t, "ka-a", "ka-b", "ka-n"))
 	eventually(t, "ka-a changed", func() bool { return strings.Contains(savedObject(t, "ka-a"), "app=api") })
 
 	// KubeArmor dies; meanwhile ka-b is dropped and ka-c comes. The restarted KubeArmor restores
-	// ka-a and ka-b; the feed deletes ka-b and adds ka-c.
+	// ka-a, ka-b and ka-n; the feed deletes ka-b and adds ka-c.
 	ka.Kill(t)
 	eventually(t, "Away", func() bool { return f.State("KubeArmorPolicy/default/ka-a").Status == PolicyAway })
-	f.Update(3, policies(t, containerPolicy("ka-a", "app: api", "/etc/shadow"), containerPolicy("ka-c", "app: db", "/etc/group")), true)
+	f.Update(3, policies(t, containerPolicy("ka-a", "app: api", "/etc/shadow"), containerPolicy("ka-c", "app: db", "/etc/group"), named), true)
 	ka.Start(t)
-	eventually(t, "saved: ka-a and ka-c", savedAre(t, "ka-a", "ka-c"))
+	eventually(t, "saved: ka-a, ka-c, ka-n", savedAre(t, "ka-a", "ka-c", "ka-n"))
 	eventually(t, "Applied again", func() bool { return f.State("KubeArmorPolicy/default/ka-c").Status == "Applied" })
 	if log := ka.Log(); !strings.Contains(log, "Detected a Container Security Policy (deleted/container_namespace/ka-b)") {
 		t.Errorf("KubeArmor's log does not show ka-b deleted after its restart:\n%s", testutil.TailFile(ka.LogPath, 40))
@@ -99,9 +104,9 @@ func TestPolicyFeedRealKubeArmor(t *testing.T) {
 
 	// What KubeArmor refuses outside Kubernetes is reported, and its older copy removed.
 	f.Update(4, policies(t, containerPolicy("ka-a", "kubearmor.io/container.name: web, app: api", "/etc/shadow"),
-		containerPolicy("ka-c", "app: db", "/etc/group")), true)
+		containerPolicy("ka-c", "app: db", "/etc/group"), named), true)
 	eventually(t, "ka-a Invalid", func() bool { return f.State("KubeArmorPolicy/default/ka-a").Status == "Invalid" })
-	eventually(t, "ka-a no longer saved", savedAre(t, "ka-c"))
+	eventually(t, "ka-a no longer saved", savedAre(t, "ka-c", "ka-n"))
 }
 
 // corpusPolicies parses the upstream policy corpus (../shared/corpus) and returns its valid

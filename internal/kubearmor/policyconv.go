@@ -16,8 +16,9 @@ const (
 
 // Policy event types KubeArmor's PolicyService reads. The feed sends ADDED for new and changed
 // policies alike: KubeArmor handles an ADDED for a name it holds as a modification, whereas its
-// MODIFIED leaves the policy store it matches new containers against unchanged and, when the
-// selector changed, writes the policy over an unrelated endpoint.
+// MODIFIED (as ParseAndUpdateContainerSecurityPolicy reads) leaves the policy store it matches
+// new containers against unchanged and, when the selector changed, stores the new endpoint in
+// the slot of the last existing one.
 const (
 	eventAdded   = "ADDED"
 	eventDeleted = "DELETED"

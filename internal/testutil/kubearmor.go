@@ -156,6 +156,9 @@ func (k *KubeArmor) Start(t testing.TB) {
 		t.Fatal(err)
 	}
 	defer logf.Close() // the child has its own descriptor
+	// A killed KubeArmor leaves its ka.sock behind; the new one replaces it (inode numbers are
+	// reused, change times are not).
+	stale := socketIdentity()
 	cmd := exec.Command(k.bin, k.args...)
 	cmd.Dir = filepath.Join(k.dir, "run")
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -169,13 +172,16 @@ func (k *KubeArmor) Start(t testing.TB) {
 	for {
 		// KubeArmor listens on its gRPC port long before it serves it (seconds, minutes under
 		// QEMU), so only an answer counts. It serves gRPC after it listens on ka.sock, so an answer
-		// also means this KubeArmor's socket is in place (a killed one's stale socket file cannot
-		// fool the check).
+		// should also mean this KubeArmor's socket is in place; the socket's identity makes sure a
+		// killed one's stale socket file cannot fool the check.
 		if err := kubeArmorAnswers(); err == nil {
-			if fi, err := os.Stat(KubeArmorSocket); err != nil || fi.Mode()&os.ModeSocket == 0 {
-				t.Fatalf("KubeArmor serves gRPC but %s is not a socket (%v)", KubeArmorSocket, err)
+			id := socketIdentity()
+			if id == (syscall.Timespec{}) {
+				t.Fatalf("KubeArmor serves gRPC but %s is not a socket", KubeArmorSocket)
 			}
-			return
+			if id != stale {
+				return
+			}
 		}
 		select {
 		case werr := <-exited:
@@ -231,4 +237,13 @@ func (k *KubeArmor) signal(t testing.TB, sig syscall.Signal) {
 func (k *KubeArmor) Log() string {
 	b, _ := os.ReadFile(k.LogPath)
 	return string(b)
+}
+
+// socketIdentity tells one ka.sock from another: its change time; zero when there is no socket.
+func socketIdentity() syscall.Timespec {
+	fi, err := os.Stat(KubeArmorSocket)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return syscall.Timespec{}
+	}
+	return fi.Sys().(*syscall.Stat_t).Ctim
 }
