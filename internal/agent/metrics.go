@@ -29,7 +29,7 @@ type metrics struct {
 	requests      *prometheus.CounterVec // type of request
 	watchDrops    prometheus.Counter     // watchers dropped for falling behind
 	applyDuration prometheus.Histogram   // time to apply one event, lock included
-	policyLoads   *prometheus.CounterVec // source, result: loaded, failed
+	policyLoads   *prometheus.CounterVec // source, result: loaded, failed, unverified
 }
 
 // Error kinds counted in karmord_errors_total.
@@ -87,7 +87,7 @@ func newMetrics() *metrics {
 	m.applyDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "karmord_apply_duration_seconds",
 		Help: "Time to apply one event to the table, including the wait for its lock.", Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)})
 	m.policyLoads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_policy_loads_total",
-		Help: "Policy source changes: new content put in force (loaded) or a check that failed (failed; a failure repeating unchanged counts once)."},
+		Help: "Policy source changes: new content put in force (loaded), a check that failed (failed), or new content refused because no trusted signature covers it (unverified); a failure repeating unchanged counts once."},
 		[]string{"source", "result"})
 	for _, c := range []prometheus.Collector{m.events, m.hookLatency, m.spoolReplays, m.spoolDropped, m.reconcile, m.reconcileRuns, m.containers,
 		m.connections, m.openConns, m.watchers, m.errors, m.requests, m.watchDrops, m.applyDuration, m.policyLoads,

@@ -115,6 +115,13 @@ func BoundAnnotations(m map[string]string) map[string]string {
 	return boundMap(m, MaxAnnotations, MaxValueBytes, MaxAnnotationBytes)
 }
 
+// BoundLabels keeps of m what karmor keeps of labels from annotations: in key order, the labels
+// whose key and value fit the label bounds, up to MaxLabels. For labels read from runtimes' own
+// files (Docker's, Podman's).
+func BoundLabels(m map[string]string) map[string]string {
+	return boundMap(m, MaxLabels, MaxLabelValueBytes, 0)
+}
+
 // boundMap keeps, in key order, the entries whose key and value fit, up to maxEntries and (when
 // maxTotal > 0) maxTotal bytes of keys and values.
 func boundMap(m map[string]string, maxEntries, maxValue, maxTotal int) map[string]string {

@@ -11,6 +11,14 @@ const DefaultSocket = "/run/karmor/karmor.sock"
 // DefaultSpoolDir is where karmor-hook leaves events karmord could not take.
 const DefaultSpoolDir = "/var/lib/karmor/spool"
 
+// Bounds on the annotations a container carries in list answers and watched events (see
+// Container.AnnotationsOmitted). A pod's annotations may be hundreds of KiB; listing or streaming
+// them for every container would make answers and karmord's memory grow with them.
+const (
+	SlimAnnotationValueBytes = 1 << 10
+	SlimAnnotationBytes      = 4 << 10
+)
+
 // Message types carried in Envelope.Type.
 const (
 	TypeEvent      = "event"      // hook -> agent: a lifecycle event; agent -> watcher: a sequenced event
@@ -26,6 +34,9 @@ const (
 	TypeExplain      = "explain"       // client -> agent: policies' verdicts on container ID, or on the node (Node)
 	TypeExplanation  = "explanation"   // agent -> client: the answer to explain (Explanation)
 	TypePolicyChange = "policy_change" // agent -> watcher: a policy source changed or failed (PolicyChange)
+
+	TypeHealth      = "health"       // client -> agent: is karmord healthy and ready
+	TypeHealthState = "health_state" // agent -> client: the answer to health (Health)
 )
 
 // Event kinds.
@@ -51,6 +62,12 @@ type Envelope struct {
 	Error      string      `json:"error,omitempty"`
 	Event      *Event      `json:"event,omitempty"`
 	Containers []Container `json:"containers,omitempty"`
+	// Chunked, on a list request, says the client reassembles an answer sent in several frames.
+	// Without it the answer is one frame, or an error when one frame cannot hold it.
+	Chunked bool `json:"chunked,omitempty"`
+	// More, on a containers answer, says that more frames of the same answer follow; the last
+	// frame has it false. Every frame of an answer carries the same Seq and PolicyGeneration.
+	More bool `json:"more,omitempty"`
 
 	// Node asks explain about the node rather than a container.
 	Node bool `json:"node,omitempty"`
@@ -60,6 +77,7 @@ type Envelope struct {
 	PolicyState      *PolicyState  `json:"policy_state,omitempty"`
 	Explanation      *Explanation  `json:"explanation,omitempty"`
 	PolicyChange     *PolicyChange `json:"policy_change,omitempty"`
+	Health           *Health       `json:"health,omitempty"`
 }
 
 // Event is one container lifecycle change.
@@ -97,6 +115,11 @@ type Container struct {
 	ContainerName string            `json:"container_name,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	Annotations   map[string]string `json:"annotations,omitempty"`
+	// AnnotationsOmitted is how many of the container's annotations this message leaves out.
+	// List answers and watched events carry an annotation only when its value is at most
+	// SlimAnnotationValueBytes, and at most SlimAnnotationBytes of them per container (keys and
+	// values, taken in key order); a get answer carries them all. Set by the agent.
+	AnnotationsOmitted int `json:"annotations_omitted,omitempty"`
 	// Source is where the agent learned of the container: hook, spool or reconcile.
 	Source string `json:"source,omitempty"`
 	// Policies are the IDs of the policies that apply to the container, filled by the agent
@@ -106,4 +129,27 @@ type Container struct {
 	// (the KubeArmor running now acknowledged it), "pending" (on its way) or "away" (KubeArmor is
 	// not reachable). Filled by the agent when it answers; empty when karmord feeds no KubeArmor.
 	KubeArmor string `json:"kubearmor,omitempty"`
+}
+
+// Health is karmord's answer to TypeHealth, and the body of its /healthz and /readyz endpoints.
+// Live is false only when restarting karmord would help (its socket is gone); Ready is false
+// while any check fails, e.g. before the first reconciliation or while a policy source has never
+// loaded.
+type Health struct {
+	Live   bool          `json:"live"`
+	Ready  bool          `json:"ready"`
+	Checks []HealthCheck `json:"checks"`
+}
+
+// HealthCheck is one thing karmord checks about itself.
+type HealthCheck struct {
+	// Name is "socket", "reconcile", "policy_source" (one per source, Source names it) or
+	// "kubearmor".
+	Name   string `json:"name"`
+	Source string `json:"source,omitempty"`
+	OK     bool   `json:"ok"`
+	// Liveness is true for the checks whose failure makes karmord unhealthy, not only unready.
+	Liveness bool `json:"liveness,omitempty"`
+	// Detail says why a check fails, or a note on one that passes (a source kept from its cache).
+	Detail string `json:"detail,omitempty"`
 }
