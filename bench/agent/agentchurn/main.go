@@ -197,7 +197,10 @@ func makeBundle(dir string, annotations map[string]string) (string, error) {
 
 // runHook execs karmor-hook as a runtime does at createRuntime (start) or poststop.
 func runHook(hook, sock, spool, id string, pid int, bundle string, start bool) error {
-	st := rspec.State{Version: rspec.Version, ID: id, Status: rspec.StateCreating, Pid: pid, Bundle: bundle}
+	// CRI-O's own record of the id makes the hook believe the bundle's CRI-O identity
+	// (docs/identity.md), as on a node.
+	st := rspec.State{Version: rspec.Version, ID: id, Status: rspec.StateCreating, Pid: pid, Bundle: bundle,
+		Annotations: map[string]string{"io.container.manager": "cri-o", "io.kubernetes.cri-o.ContainerID": id}}
 	stage := "createRuntime"
 	if !start {
 		st.Status, stage = rspec.StateStopped, "poststop"
