@@ -19,7 +19,7 @@
 //   - policy.go, node.go: the policy sources (internal/policysource), matching at answer time
 //     (internal/match) outside the table's lock, policy changes on the stream, and the node's
 //     name and labels for host policies.
-//   - metrics.go: the Prometheus series.
+//   - metrics.go: the Prometheus series; health.go: liveness and readiness (socket, HTTP probes).
 package agent
 
 import (
@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -63,6 +64,9 @@ type Agent struct {
 	// containerFeed, when KubeArmor is fed, hears every change of the table (under mu, so in
 	// the table's order) and sends it to KubeArmor on its own goroutine.
 	containerFeed *kubearmor.ContainerFeed
+	// policyFeed, when KubeArmor takes policies from karmord, hears every policy set put in
+	// force and sends it to KubeArmor on its own goroutine.
+	policyFeed *kubearmor.PolicyFeed
 
 	// conns limits and tracks the connections being served.
 	conns     chan struct{}
@@ -73,6 +77,9 @@ type Agent struct {
 	stuckSpool map[string]bool
 
 	ready chan struct{}
+	// ownSocket is the socket file Run created, for the liveness check; set before anything
+	// that reads it starts.
+	ownSocket os.FileInfo
 }
 
 // New checks cfg, fills its defaults and prepares an agent: it reads the sequence reservation in
@@ -102,6 +109,15 @@ func New(cfg Config) (*Agent, error) {
 		ready:      make(chan struct{}),
 	}
 	a.handlers = a.defaultHandlers()
+	if cfg.KubeArmorPolicyAddr != "" {
+		// Before the policy manager: it reports the sets it loads at start through policyChanged.
+		a.policyFeed = kubearmor.NewPolicyFeed(kubearmor.PolicyFeedOptions{
+			Addr:       cfg.KubeArmorPolicyAddr,
+			LedgerPath: filepath.Join(cfg.StateDir, kubeArmorPolicyLedger),
+			Logger:     a.log,
+			Registerer: a.metrics.registry,
+		})
+	}
 	if a.policies, err = newPolicyManager(cfg, a.policyChanged); err != nil {
 		return nil, err
 	}
@@ -132,27 +148,36 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	own, _ := os.Lstat(a.cfg.Socket)
+	a.ownSocket = own
 	defer removeOwnSocket(a.cfg.Socket, own)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	var metricsErr chan error
-	if a.cfg.MetricsAddr != "" {
-		srv, mln, err := a.listenMetrics()
+	// The HTTP servers: metrics (with the probes beside them) and the probes alone. Either
+	// stopping stops karmord, so that a supervisor sees it.
+	httpErr := make(chan error, 2)
+	for _, h := range []struct {
+		name, addr string
+		listen     func() (*http.Server, net.Listener, error)
+	}{{"metrics", a.cfg.MetricsAddr, a.listenMetrics}, {"health", a.cfg.HealthAddr, a.listenHealth}} {
+		if h.addr == "" {
+			continue
+		}
+		srv, hln, err := h.listen()
 		if err != nil {
 			ln.Close()
 			return err
 		}
-		metricsErr = make(chan error, 1)
-		go func() { metricsErr <- srv.Serve(mln) }()
+		go func() { httpErr <- fmt.Errorf("%s server on %s stopped: %w", h.name, h.addr, srv.Serve(hln)) }()
 		defer srv.Close()
-		a.log.Info("serving metrics", "addr", mln.Addr().String())
+		a.log.Info("serving "+h.name, "addr", hln.Addr().String())
 	}
 
 	// Policies from directories and caches are in force before the first answer; the sources
 	// are followed from here on, until ctx ends.
 	a.policies.Start(ctx)
+	a.feedPolicies()
 
 	// Connections wait in the listen backlog while the table is rebuilt, so that a hook arriving
 	// now is answered from a complete table instead of spooling.
@@ -163,6 +188,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		"policy_sources", len(a.policies.Status()), "policies", a.policies.Current().Match.Len(), "node", a.cfg.NodeName)
 
 	var loops sync.WaitGroup
+	if a.policyFeed != nil {
+		loops.Add(1)
+		go func() { defer loops.Done(); a.policyFeed.Run(ctx) }()
+	}
 	if a.containerFeed != nil {
 		// Started after the table is rebuilt, so that KubeArmor's first resync carries it whole.
 		loops.Add(1)
@@ -177,8 +206,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-metricsErr:
-		runErr = fmt.Errorf("metrics server on %s stopped: %w", a.cfg.MetricsAddr, err)
+	case runErr = <-httpErr:
 		cancel()
 	}
 	ln.Close()
@@ -213,6 +241,7 @@ func (a *Agent) listenMetrics() (*http.Server, net.Listener, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	a.addHealthHandlers(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 	return srv, mln, nil
 }

@@ -11,8 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/karmor/karmor/internal/dockerlabels"
+	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/policysource"
+	"github.com/karmor/karmor/internal/signing"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -36,6 +39,10 @@ const (
 // policyCacheDir is where, under StateDir, the last good content of each OCI policy source is
 // kept so that a restart without the registry still enforces it.
 const policyCacheDir = "policy-cache"
+
+// kubeArmorPolicyLedger is the file, under StateDir, where the policy feed remembers the
+// policies KubeArmor may hold because karmord sent them.
+const kubeArmorPolicyLedger = "kubearmor-policies.json"
 
 // DefaultRuntimeRoots are the state roots karmord reconciles with: runc's, containerd's runc
 // namespaces (k8s.io, moby, default, ...) and crun's. Entries may be glob patterns.
@@ -62,6 +69,10 @@ type Config struct {
 	// addresses are accepted unless MetricsAllowRemote is set, because the metrics name containers.
 	MetricsAddr        string
 	MetricsAllowRemote bool
+	// HealthAddr, when set, serves only the probes, /healthz and /readyz (agent.Health as JSON;
+	// 200 or 503), for Kubernetes. They name no container, so any address is accepted. The
+	// metrics server serves them too.
+	HealthAddr string
 
 	// AllowUIDs and AllowGIDs admit peers other than root (and the agent's own uid), read-only:
 	// they list, get, watch and ask about policies; only root and karmord's uid send events.
@@ -104,10 +115,19 @@ type Config struct {
 	PolicyRefs      []string
 	PolicyInterval  time.Duration
 	PolicyTransport oci.TransportOptions
+	// PolicyTrust, when it names keys or identities, admits only signed policy artifacts: a new
+	// digest goes in force only when a trusted signature covers it. PolicyRefTrust replaces it
+	// for the references it names (as given in PolicyRefs).
+	PolicyTrust    *signing.Trust
+	PolicyRefTrust map[string]*signing.Trust
 
 	// KubeArmorSocket, when set, is KubeArmor's ka.sock: karmord sends it every container it
 	// knows (internal/kubearmor), so that KubeArmor needs no runtime socket.
 	KubeArmorSocket string
+	// KubeArmorPolicyAddr, when set, is KubeArmor's gRPC address (HOST:PORT): karmord keeps the
+	// policies KubeArmor enforces outside Kubernetes equal to the set in force
+	// (internal/kubearmor), remembering what it sent under StateDir.
+	KubeArmorPolicyAddr string
 
 	// NodeName (default: the host name) and NodeLabels are the node as host policies see it.
 	NodeName   string
@@ -127,6 +147,12 @@ type Config struct {
 	// lock, never on the hook's path, possibly concurrently, quickly. The returned map is not
 	// modified. ok false means the container is not known.
 	ContainerLabels func(c *agentapi.Container) (labels map[string]string, ok bool)
+
+	// DockerContainer, when set, gives the name, image and labels of a Docker container, which
+	// dockerd keeps in its own record rather than in the OCI config (internal/dockerlabels). It
+	// is asked about containers with a Docker-shaped ID, no pod and no name or labels, with the
+	// same contract as ContainerLabels. ok false means the container is not Docker's or not known.
+	DockerContainer func(id string) (dockerlabels.Container, bool)
 
 	// Logger receives the agent's structured logs; slog.Default() when nil.
 	Logger *slog.Logger
@@ -208,8 +234,18 @@ func (c Config) validate() error {
 	if _, err := resolveSocketPerms(c); err != nil {
 		return err
 	}
+	if c.KubeArmorPolicyAddr != "" {
+		if err := kubearmor.CheckPolicyAddr(c.KubeArmorPolicyAddr); err != nil {
+			return fmt.Errorf("--kubearmor-policy-addr %w", err)
+		}
+	}
 	if err := checkNodeLabels(c.NodeLabels); err != nil {
 		return err
+	}
+	if c.HealthAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
+			return fmt.Errorf("--health-addr %q: want host:port, e.g. 0.0.0.0:9465: %w", c.HealthAddr, err)
+		}
 	}
 	if c.MetricsAddr != "" && !c.MetricsAllowRemote {
 		if err := checkLoopback(c.MetricsAddr); err != nil {
@@ -269,4 +305,40 @@ func DefaultNodeName() string {
 	}
 	host, _ := os.Hostname()
 	return strings.ToLower(host)
+}
+
+// PolicyTrust builds Config.PolicyTrust from files (the global trust: keys, identity, trusted
+// root) and Config.PolicyRefTrust from REF=PUB pairs: a reference given keys of its own trusts
+// those keys alone, with the global trusted root and transparency log requirement.
+func PolicyTrust(files signing.TrustFiles, refKeys []string) (*signing.Trust, map[string]*signing.Trust, error) {
+	global, err := files.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	perRef := map[string]*signing.Trust{}
+	for _, pair := range refKeys {
+		ref, path, ok := strings.Cut(pair, "=")
+		if !ok || ref == "" || path == "" {
+			return nil, nil, fmt.Errorf("--policy-ref-verify-key %q: want REF=PUBLIC-KEY-FILE", pair)
+		}
+		key, err := signing.LoadPublicKey(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--policy-ref-verify-key %s: %w", ref, err)
+		}
+		t := perRef[ref]
+		if t == nil {
+			t = &signing.Trust{RequireTlog: files.RequireTlog, MaxSignatures: files.MaxSignatures}
+			if global != nil {
+				t.TrustedRoot = global.TrustedRoot
+			}
+			perRef[ref] = t
+		}
+		t.Keys = append(t.Keys, key)
+	}
+	for ref, t := range perRef {
+		if err := t.Check(); err != nil {
+			return nil, nil, fmt.Errorf("--policy-ref-verify-key %s: %w", ref, err)
+		}
+	}
+	return global, perRef, nil
 }

@@ -43,6 +43,7 @@ func (a *Agent) defaultHandlers() map[string]handler {
 		agentapi.TypeWatch:      a.handleWatch,
 		agentapi.TypePolicyList: a.handlePolicyList,
 		agentapi.TypeExplain:    a.handleExplain,
+		agentapi.TypeHealth:     a.handleHealth,
 	}
 }
 

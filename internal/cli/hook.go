@@ -57,9 +57,10 @@ func newHookInstallCommand() *cobra.Command {
 	h := install.DefaultHookConfig()
 	var runtime, hooksDir, binary string
 	ctrd := &containerdInstallOptions{}
+	docker := &dockerOptions{}
 	cmd := &cobra.Command{
-		Use:   "install --runtime cri-o|podman|containerd",
-		Short: "Install karmor-hook for CRI-O or Podman (hooks.d), or for containerd (the karmor-nri plugin)",
+		Use:   "install --runtime cri-o|podman|containerd|docker",
+		Short: "Install karmor-hook for CRI-O or Podman (hooks.d), for containerd (the karmor-nri plugin) or for Docker (karmor-runc)",
 		Long: `Copy karmor-hook into place (atomically, mode 0755) and write one hooks.d file per stage
 (karmor-createRuntime.json, karmor-poststop.json) that runs it for every container.
 
@@ -70,17 +71,27 @@ the allow-lists become the hook's arguments.
 
 containerd reads no hooks.d: --runtime containerd installs karmor-hook and the karmor-nri plugin,
 which adds the hook (and the pod's labels) to every container through NRI, and says how to enable
-NRI when containerd's config has it off.`,
+NRI when containerd's config has it off.
+
+Docker runs no hooks of its own: --runtime docker installs karmor-hook and karmor-runc, writes
+karmor-runc's configuration (--runc-config) with the hook's settings, and registers karmor-runc in
+dockerd's daemon.json (--daemon-json) as a runtime (--docker-runtime, default karmor), and as its
+default-runtime with --default-runtime. Other keys of daemon.json are kept. dockerd then needs a
+reload (systemctl reload docker).`,
 		Example: `  karmor hook install --runtime podman
   karmor hook install --runtime cri-o --fail-closed --allow-namespace kube-system --allow-namespace karmor
-  karmor hook install --runtime containerd`,
+  karmor hook install --runtime containerd
+  karmor hook install --runtime docker --default-runtime`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runtime == "" {
-				return usagef("--runtime is required: %s, %s or %s", install.RuntimeCRIO, install.RuntimePodman, runtimeContainerd)
+				return usagef("--runtime is required: %s, %s, %s or %s", install.RuntimeCRIO, install.RuntimePodman, runtimeContainerd, install.RuntimeDocker)
 			}
 			if runtime == runtimeContainerd {
 				return installContainerd(cmd, h, binary, ctrd)
+			}
+			if runtime == install.RuntimeDocker {
+				return installDocker(cmd, h, binary, docker)
 			}
 			if _, err := install.DefaultHooksDirFor(runtime); err != nil {
 				return usagef("%v", err)
@@ -112,11 +123,12 @@ NRI when containerd's config has it off.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&runtime, "runtime", "", "the runtime to install for: cri-o, podman or containerd")
+	f.StringVar(&runtime, "runtime", "", "the runtime to install for: cri-o, podman, containerd or docker")
 	f.StringVar(&hooksDir, "hooks-dir", "", "hooks.d directory (default: the runtime's)")
 	f.StringVar(&binary, "hook-binary", "", "karmor-hook binary to install (default: the one beside karmor)")
 	addHookConfigFlags(f, &h)
 	addContainerdInstallFlags(f, ctrd)
+	addDockerFlags(f, docker, true)
 	return cmd
 }
 
@@ -139,19 +151,26 @@ func siblingHookBinary() (string, error) {
 func newHookUninstallCommand() *cobra.Command {
 	var runtime, hooksDir, hookPath string
 	ctrd := &containerdLocations{}
+	docker := &dockerOptions{}
 	cmd := &cobra.Command{
-		Use:   "uninstall --runtime cri-o|podman|containerd",
+		Use:   "uninstall --runtime cri-o|podman|containerd|docker",
 		Short: "Remove karmor's hooks.d files (or karmor-nri), then the karmor-hook binary they run",
 		Long: `Remove karmor's hooks.d files, then the karmor-hook binary they run.
 
 --runtime containerd removes what 'hook install --runtime containerd' wrote: the pre-registered
 karmor-nri and its configuration, or its systemd unit; then karmor-nri; then karmor-hook, unless
 a karmor-nri still runs or a CRI-O/Podman hooks.d file (--hooks-dir, default theirs) uses it.
-It takes install's flags that say where things are, and only removes files that are karmor's.`,
+It takes install's flags that say where things are, and only removes files that are karmor's.
+
+--runtime docker removes karmor-runc's runtime (and default-runtime) from daemon.json, then
+karmor-runc and its configuration; karmor-hook is kept.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runtime == runtimeContainerd {
 				return uninstallContainerd(cmd, hookPath, hooksDir, ctrd)
+			}
+			if runtime == install.RuntimeDocker {
+				return uninstallDocker(cmd, docker)
 			}
 			if runtime == "" && hooksDir == "" {
 				return usagef("--runtime (or --hooks-dir) is required")
@@ -181,10 +200,11 @@ It takes install's flags that say where things are, and only removes files that 
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&runtime, "runtime", "", "the runtime to uninstall from: cri-o, podman or containerd")
+	f.StringVar(&runtime, "runtime", "", "the runtime to uninstall from: cri-o, podman, containerd or docker")
 	f.StringVar(&hooksDir, "hooks-dir", "", "hooks.d directory (default: the runtime's; containerd: CRI-O's and Podman's, whose karmor files keep karmor-hook)")
 	f.StringVar(&hookPath, "hook-path", install.DefaultHookPath, "the binary to remove when no hooks file (or karmor-nri configuration) names one")
 	addContainerdLocationFlags(f, ctrd)
+	addDockerFlags(f, docker, false)
 	return cmd
 }
 
@@ -192,8 +212,9 @@ func newHookStatusCommand() *cobra.Command {
 	var runtime, hooksDir, hookPath, socket, containerdBin string
 	var agentTimeout time.Duration
 	ctrd := &containerdLocations{}
+	docker := &dockerOptions{}
 	cmd := &cobra.Command{
-		Use:   "status [--runtime cri-o|podman|containerd]",
+		Use:   "status [--runtime cri-o|podman|containerd|docker]",
 		Short: "Show where karmor-hook (and karmor-nri) is installed and whether karmord answers",
 		Long: `Show karmor's hooks.d files, the karmor-hook binary they run and its version, and whether
 karmord answers on the hook's socket.
@@ -202,6 +223,9 @@ karmord answers on the hook's socket.
 pre-registered karmor-nri and its configuration or its systemd unit, karmor-hook and its version,
 and whether karmord answers; it takes install's flags that say where things are.
 
+--runtime docker shows daemon.json's karmor runtime (and whether it is the default-runtime),
+karmor-runc, its configuration, the karmor-hook it names and whether karmord answers.
+
 Exit status: 0 when the hook is installed (for containerd: karmor-nri too, and NRI is on) and
 karmord answers, 1 otherwise, 2 for a usage error.`,
 		Args: cobra.NoArgs,
@@ -209,6 +233,9 @@ karmord answers, 1 otherwise, 2 for a usage error.`,
 			if runtime == runtimeContainerd {
 				return statusContainerd(cmd, containerdStatusOptions{HookPath: hookPath, Socket: socket, SocketSet: cmd.Flags().Changed("socket"),
 					AgentTimeout: agentTimeout, ContainerdBin: containerdBin}, ctrd)
+			}
+			if runtime == install.RuntimeDocker {
+				return statusDocker(cmd, docker, socket, cmd.Flags().Changed("socket"), agentTimeout)
 			}
 			if runtime != "" {
 				if _, err := install.DefaultHooksDirFor(runtime); err != nil {
@@ -232,13 +259,14 @@ karmord answers, 1 otherwise, 2 for a usage error.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&runtime, "runtime", "", "the runtime: cri-o or podman (their hooks directory), or containerd (karmor-nri)")
+	f.StringVar(&runtime, "runtime", "", "the runtime: cri-o or podman (their hooks directory), containerd (karmor-nri) or docker (karmor-runc)")
 	f.StringVar(&hooksDir, "hooks-dir", "", "hooks.d directory (default: "+install.DefaultHooksDir+")")
 	f.StringVar(&hookPath, "hook-path", install.DefaultHookPath, "the binary to look at when no hooks file (or karmor-nri configuration) names one")
 	f.StringVar(&socket, "socket", agentapi.DefaultSocket, "karmord's socket (default: the installed hook's)")
 	f.DurationVar(&agentTimeout, "agent-timeout", time.Second, "how long to wait for karmord's answer")
 	addContainerdLocationFlags(f, ctrd)
 	addContainerdBinFlag(f, &containerdBin)
+	addDockerFlags(f, docker, false)
 	return cmd
 }
 

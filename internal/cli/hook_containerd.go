@@ -54,7 +54,7 @@ func addContainerdLocationFlags(f *pflag.FlagSet, o *containerdLocations) {
 func addContainerdInstallFlags(f *pflag.FlagSet, o *containerdInstallOptions) {
 	addContainerdLocationFlags(f, &o.containerdLocations)
 	addContainerdBinFlag(f, &o.ContainerdBin)
-	f.StringVar(&o.Start, "nri-start", nri.StartPreregistered, "containerd: how karmor-nri runs: preregistered (containerd starts it) or systemd (a unit)")
+	f.StringVar(&o.Start, "nri-start", nri.StartPreregistered, "containerd: how karmor-nri runs: preregistered (containerd starts it), systemd (a unit) or external (run by something else, e.g. the Helm chart's DaemonSet: only karmor-hook is installed)")
 	f.StringVar(&o.NRIBinary, "nri-binary", "", "containerd: the karmor-nri to install (default: the one beside karmor)")
 }
 
@@ -89,8 +89,11 @@ func installContainerd(cmd *cobra.Command, h install.HookConfig, hookBinary stri
 	if err := checkHookConfig(h); err != nil {
 		return err
 	}
+	if o.Start == nriStartExternal {
+		return installHookForExternalNRI(cmd, h, hookBinary, o)
+	}
 	if o.Start != nri.StartPreregistered && o.Start != nri.StartSystemd {
-		return usagef("--nri-start %q: want %s or %s", o.Start, nri.StartPreregistered, nri.StartSystemd)
+		return usagef("--nri-start %q: want %s, %s or %s", o.Start, nri.StartPreregistered, nri.StartSystemd, nriStartExternal)
 	}
 	if err := o.check(); err != nil {
 		return err
@@ -149,6 +152,47 @@ func installContainerd(cmd *cobra.Command, h install.HookConfig, hookBinary stri
 		return exitError{code: ExitFailure}
 	}
 	fmt.Fprintf(out, "NRI is on in containerd (%s; socket %s); new containers will report to %s\n", status.Reason, status.Socket, h.Socket)
+	return nil
+}
+
+// nriStartExternal is --nri-start external: karmor-nri is run by something else that connects it
+// to NRI's socket (the Helm chart's DaemonSet runs it beside karmord), so install only puts
+// karmor-hook in place, where the plugin's hooks name it.
+const nriStartExternal = "external"
+
+// installHookForExternalNRI copies karmor-hook into place and says whether containerd's
+// configuration lets an external plugin in. It fails only when the copy does: containerd's
+// configuration and version may not be visible from where it runs (a container), and the plugin
+// reports itself whether it could register.
+func installHookForExternalNRI(cmd *cobra.Command, h install.HookConfig, hookBinary string, o *containerdInstallOptions) error {
+	var err error
+	if hookBinary == "" {
+		if hookBinary, err = siblingProgram(install.HookProgram, "--hook-binary"); err != nil {
+			return err
+		}
+	}
+	copied, err := install.CopyProgram(hookBinary, h.Path)
+	if err != nil {
+		return fmt.Errorf("%w (run as root, or point --hook-path at a writable place)", err)
+	}
+	out := cmd.OutOrStdout()
+	if copied {
+		fmt.Fprintf(out, "installed %s (from %s)\n", h.Path, hookBinary)
+	} else {
+		fmt.Fprintf(out, "kept %s (already in place)\n", h.Path)
+	}
+	status, err := nri.CheckContainerdConfig(o.ConfigPath, containerdVersion(cmd.Context(), o.ContainerdBin))
+	switch {
+	case err != nil:
+		fmt.Fprintf(out, "containerd's configuration could not be read (%v); karmor-nri's log says whether it registers\n", err)
+	case !status.Enabled:
+		fmt.Fprintf(out, "warning: NRI looks off in containerd (%s); karmor-nri cannot register until it is on:\n\n%s\n", status.Reason, status.Fix)
+	case status.ExternalPluginsRefused:
+		fmt.Fprintln(out, "warning: containerd sets disable_connections = true and refuses plugins it did not start")
+	default:
+		fmt.Fprintf(out, "NRI is on in containerd (%s; socket %s)\n", status.Reason, status.Socket)
+	}
+	fmt.Fprintf(out, "run karmor-nri connected to NRI's socket with --hook-path %s; it adds karmor-hook to every new container\n", h.Path)
 	return nil
 }
 

@@ -334,3 +334,28 @@ func TestHookContainerdUninstallStatusUsage(t *testing.T) {
 		t.Fatalf("uninstall with a broken config and the directories: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// TestInstallForExternalNRI: --nri-start external installs karmor-hook alone (the chart's
+// DaemonSet runs karmor-nri itself) and succeeds where containerd is not visible.
+func TestInstallForExternalNRI(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src-hook")
+	if err := os.WriteFile(src, []byte("#!/bin/true\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hook := filepath.Join(dir, "host", "opt", "karmor", "bin", "karmor-hook")
+	code, out, errOut := containersCLI("hook", "install", "--runtime", "containerd", "--nri-start", "external", "--hook-binary", src,
+		"--hook-path", hook, "--containerd-config", filepath.Join(dir, "absent.toml"), "--containerd-bin", filepath.Join(dir, "no-containerd"),
+		"--nri-plugin-dir", filepath.Join(dir, "plugins"), "--nri-conf-dir", filepath.Join(dir, "conf.d"))
+	if code != ExitOK || !strings.Contains(out, "installed "+hook) || !strings.Contains(out, "run karmor-nri connected to NRI's socket") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	if fi, err := os.Stat(hook); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("karmor-hook not installed: %v", err)
+	}
+	for _, d := range []string{"plugins", "conf.d"} {
+		if _, err := os.Stat(filepath.Join(dir, d)); !os.IsNotExist(err) {
+			t.Errorf("external mode wrote into %s: %v", d, err)
+		}
+	}
+}

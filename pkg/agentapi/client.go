@@ -224,3 +224,15 @@ func (c *Client) Watch(ctx context.Context, fromSeq uint64, fn func(*Envelope) e
 		}
 	}
 }
+
+// Health returns whether karmord is healthy and ready, and each of its checks.
+func (c *Client) Health(ctx context.Context) (*Health, error) {
+	resp, err := c.roundTrip(ctx, &Envelope{Type: TypeHealth})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Type != TypeHealthState || resp.Health == nil {
+		return nil, fmt.Errorf("karmord answered %q to %s, want %q", resp.Type, TypeHealth, TypeHealthState)
+	}
+	return resp.Health, nil
+}

@@ -34,6 +34,9 @@ const (
 	TypeExplain      = "explain"       // client -> agent: policies' verdicts on container ID, or on the node (Node)
 	TypeExplanation  = "explanation"   // agent -> client: the answer to explain (Explanation)
 	TypePolicyChange = "policy_change" // agent -> watcher: a policy source changed or failed (PolicyChange)
+
+	TypeHealth      = "health"       // client -> agent: is karmord healthy and ready
+	TypeHealthState = "health_state" // agent -> client: the answer to health (Health)
 )
 
 // Event kinds.
@@ -74,6 +77,7 @@ type Envelope struct {
 	PolicyState      *PolicyState  `json:"policy_state,omitempty"`
 	Explanation      *Explanation  `json:"explanation,omitempty"`
 	PolicyChange     *PolicyChange `json:"policy_change,omitempty"`
+	Health           *Health       `json:"health,omitempty"`
 }
 
 // Event is one container lifecycle change.
@@ -125,4 +129,27 @@ type Container struct {
 	// (the KubeArmor running now acknowledged it), "pending" (on its way) or "away" (KubeArmor is
 	// not reachable). Filled by the agent when it answers; empty when karmord feeds no KubeArmor.
 	KubeArmor string `json:"kubearmor,omitempty"`
+}
+
+// Health is karmord's answer to TypeHealth, and the body of its /healthz and /readyz endpoints.
+// Live is false only when restarting karmord would help (its socket is gone); Ready is false
+// while any check fails, e.g. before the first reconciliation or while a policy source has never
+// loaded.
+type Health struct {
+	Live   bool          `json:"live"`
+	Ready  bool          `json:"ready"`
+	Checks []HealthCheck `json:"checks"`
+}
+
+// HealthCheck is one thing karmord checks about itself.
+type HealthCheck struct {
+	// Name is "socket", "reconcile", "policy_source" (one per source, Source names it) or
+	// "kubearmor".
+	Name   string `json:"name"`
+	Source string `json:"source,omitempty"`
+	OK     bool   `json:"ok"`
+	// Liveness is true for the checks whose failure makes karmord unhealthy, not only unready.
+	Liveness bool `json:"liveness,omitempty"`
+	// Detail says why a check fails, or a note on one that passes (a source kept from its cache).
+	Detail string `json:"detail,omitempty"`
 }
