@@ -170,6 +170,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringVar(&trustFiles.Identity.Issuer, "certificate-oidc-issuer", "", "keyless: the OIDC issuer that vouched for the identity")
 	f.StringVar(&trustFiles.Identity.IssuerRegexp, "certificate-oidc-issuer-regexp", "", "keyless: a regular expression the OIDC issuer must match")
 	f.StringVar(&trustFiles.TrustedRootFile, "trusted-root", "", "Sigstore trusted_root.json for keyless signatures and transparency log keys (read once; nothing is fetched)")
+	f.StringArrayVar(&trustFiles.NotationCertFiles, "notation-cert", nil, "PEM CA certificate that notation signatures of every --policy-ref may chain to (repeatable)")
 	f.BoolVar(&trustFiles.RequireTlog, "require-tlog", false, "refuse signatures without a transparency log entry proven against the trusted root")
 	f.StringArrayVar(&refKeys, "policy-ref-verify-key", nil, "REF=PUB: trust this key, instead of the global --verify-key and identity, for the --policy-ref REF (repeatable)")
 	f.StringVar(&cfg.KubeArmorSocket, "kubearmor-socket", "", "send every container to KubeArmor's ka.sock (KubeArmor run with -useOCIHooks; its path is "+kubearmor.DefaultSocket+"); off when empty")

@@ -65,6 +65,7 @@ type trustFlags struct {
 	trustedRoot    string
 	requireTlog    bool
 	maxSignatures  int
+	notationCerts  []string
 }
 
 func (t *trustFlags) add(f *pflag.FlagSet, keyFlag string) {
@@ -76,6 +77,7 @@ func (t *trustFlags) add(f *pflag.FlagSet, keyFlag string) {
 	f.StringVar(&t.trustedRoot, "trusted-root", "", "Sigstore trusted_root.json: certificate authorities and log keys (keyless; nothing is fetched)")
 	f.BoolVar(&t.requireTlog, "require-tlog", false, "refuse signatures without a transparency log entry proven against the trusted root")
 	f.IntVar(&t.maxSignatures, "max-signatures", signing.DefaultMaxSignatures, "most signatures tried")
+	f.StringArrayVar(&t.notationCerts, "notation-cert", nil, "PEM CA certificate notation signatures must chain to (repeatable)")
 }
 
 // trust builds the trust the flags describe; nil when none is asked for.
@@ -84,11 +86,12 @@ func (t *trustFlags) trust() (*signing.Trust, error) {
 		return nil, usagef("--max-signatures must be at least 1")
 	}
 	trust, err := signing.TrustFiles{
-		KeyFiles:        t.keys,
-		Identity:        signing.Identity{Subject: t.identity, SubjectRegexp: t.identityRegexp, Issuer: t.issuer, IssuerRegexp: t.issuerRegexp},
-		TrustedRootFile: t.trustedRoot,
-		RequireTlog:     t.requireTlog,
-		MaxSignatures:   t.maxSignatures,
+		KeyFiles:          t.keys,
+		Identity:          signing.Identity{Subject: t.identity, SubjectRegexp: t.identityRegexp, Issuer: t.issuer, IssuerRegexp: t.issuerRegexp},
+		TrustedRootFile:   t.trustedRoot,
+		RequireTlog:       t.requireTlog,
+		MaxSignatures:     t.maxSignatures,
+		NotationCertFiles: t.notationCerts,
 	}.Load()
 	if err != nil {
 		return nil, usagef("%v", err)
@@ -199,8 +202,8 @@ func newOCIVerifyCommand() *cobra.Command {
 		Short: "Verify the signatures of a policy artifact",
 		Long: `Verify that a trusted signer signed the artifact REF names: any one of the --key public keys,
 or, keyless, a certificate for the given identity and OIDC issuer chained to the CAs of a
-Sigstore trusted root file. Nothing is fetched besides the registry's content: no TUF, no
-transparency log lookups. Bundle referrers (cosign v3) are tried first, then the
+Sigstore trusted root file, or a notation signature chained to a --notation-cert CA. Nothing is fetched besides the registry's content: no TUF, no
+transparency log lookups. Referrers (cosign v3 bundles, notation) are tried first, then the
 sha256-<hex>.sig tag (cosign v2), at most --max-signatures of them.
 
 Exits 0 and says who signed when one verifies; exits 1 with the reason for each signature
@@ -227,7 +230,7 @@ func runOCIVerify(cmd *cobra.Command, o *ociVerifyFlags) error {
 		return err
 	}
 	if trust == nil {
-		return usagef("give a --key to trust, or --certificate-identity with --certificate-oidc-issuer and --trusted-root")
+		return usagef("give a --key to trust, --certificate-identity with --certificate-oidc-issuer and --trusted-root, or a --notation-cert")
 	}
 	ctx, cancel := o.context(cmd)
 	defer cancel()

@@ -60,7 +60,7 @@ func FuzzVerifyBundle(f *testing.F) {
 		f.Fatal(err)
 	}
 	manifest := digest.FromString("manifest")
-	seed, err := bundleJSON(context.Background(), manifest, priv)
+	seed, err := bundleJSON(context.Background(), manifest, priv, nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -60,6 +60,10 @@ func ParsePrivateKey(name string, data []byte, password PasswordFunc) (*PrivateK
 	if !ok {
 		return nil, fmt.Errorf("signing key %s: a %T cannot sign", name, priv)
 	}
+	return newPrivateKey(name, signer)
+}
+
+func newPrivateKey(name string, signer crypto.Signer) (*PrivateKey, error) {
 	details, err := signature.GetDefaultAlgorithmDetails(signer.Public())
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", name, err)

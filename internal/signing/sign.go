@@ -63,17 +63,27 @@ func Sign(ctx context.Context, repo *remote.Repository, manifest ocispec.Descrip
 
 // signBundle writes a Sigstore bundle as a referrer of manifest, as `cosign sign` v3 does.
 func signBundle(ctx context.Context, repo *remote.Repository, manifest ocispec.Descriptor, key *PrivateKey, now time.Time) (*Signed, error) {
-	bundleJSON, err := bundleJSON(ctx, manifest.Digest, key)
+	data, err := bundleJSON(ctx, manifest.Digest, key, nil)
 	if err != nil {
 		return nil, err
 	}
-	layer := content.NewDescriptorFromBytes(MediaTypeBundle, bundleJSON)
-	config := ocispec.DescriptorEmptyJSON
-	if err := pushBlob(ctx, repo, config, config.Data); err != nil {
+	desc, err := pushBundle(ctx, repo, manifest, data, now)
+	if err != nil {
 		return nil, err
 	}
-	if err := pushBlob(ctx, repo, layer, bundleJSON); err != nil {
-		return nil, err
+	return &Signed{Format: FormatBundle, Manifest: desc.Digest, Key: key.Fingerprint()}, nil
+}
+
+// pushBundle stores a bundle as a referrer of manifest: an image manifest of artifact type
+// MediaTypeBundle, an empty config and the bundle as its one layer, as cosign v3 writes it.
+func pushBundle(ctx context.Context, repo *remote.Repository, manifest ocispec.Descriptor, bundle []byte, now time.Time) (ocispec.Descriptor, error) {
+	layer := content.NewDescriptorFromBytes(MediaTypeBundle, bundle)
+	config := ocispec.DescriptorEmptyJSON
+	if err := pushBlob(ctx, repo, config, config.Data); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if err := pushBlob(ctx, repo, layer, bundle); err != nil {
+		return ocispec.Descriptor{}, err
 	}
 	subject := ocispec.Descriptor{MediaType: manifest.MediaType, Digest: manifest.Digest, Size: manifest.Size}
 	m := ocispec.Manifest{
@@ -91,26 +101,27 @@ func signBundle(ctx context.Context, repo *remote.Repository, manifest ocispec.D
 	}
 	data, err := json.Marshal(m)
 	if err != nil {
-		return nil, err
+		return ocispec.Descriptor{}, err
 	}
 	desc := content.NewDescriptorFromBytes(ocispec.MediaTypeImageManifest, data)
 	desc.ArtifactType = MediaTypeBundle
 	// Pushing a manifest with a subject makes oras-go maintain the referrers index at the
 	// sha256-<hex> tag when the registry has no referrers API.
 	if err := repo.Push(ctx, desc, bytes.NewReader(data)); err != nil {
-		return nil, fmt.Errorf("push signature: %w", err)
+		return ocispec.Descriptor{}, fmt.Errorf("push signature: %w", err)
 	}
-	return &Signed{Format: FormatBundle, Manifest: desc.Digest, Key: key.Fingerprint()}, nil
+	return desc, nil
 }
 
 // bundleJSON signs cosign's statement for manifest into a Sigstore bundle, encoded as cosign
-// stores it.
-func bundleJSON(ctx context.Context, manifest digest.Digest, key *PrivateKey) ([]byte, error) {
+// stores it. certificate, when set, provides the key's certificate (keyless signing); else the
+// bundle names the public key.
+func bundleJSON(ctx context.Context, manifest digest.Digest, key *PrivateKey, certificate sign.CertificateProvider) ([]byte, error) {
 	payload, err := newStatement(manifest)
 	if err != nil {
 		return nil, err
 	}
-	b, err := sign.Bundle(&sign.DSSEData{Data: payload, PayloadType: mediaTypeInToto}, keypair{key}, sign.BundleOptions{Context: ctx})
+	b, err := sign.Bundle(&sign.DSSEData{Data: payload, PayloadType: mediaTypeInToto}, keypair{key}, sign.BundleOptions{Context: ctx, CertificateProvider: certificate})
 	if err != nil {
 		return nil, fmt.Errorf("sign with %s: %w", key.Name, err)
 	}

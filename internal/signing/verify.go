@@ -2,6 +2,7 @@ package signing
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -56,11 +57,16 @@ type Trust struct {
 	RequireTlog bool
 	// MaxSignatures caps the signatures tried (default DefaultMaxSignatures).
 	MaxSignatures int
+	// NotationCerts are the CA certificates notation signatures must chain to;
+	// NotationIdentities, the trusted identities of notation's trust policy ("x509.subject: ..."),
+	// any identity when empty.
+	NotationCerts      []*x509.Certificate
+	NotationIdentities []string
 }
 
 // Configured reports whether the trust asks for any verification.
 func (t *Trust) Configured() bool {
-	return t != nil && (len(t.Keys) > 0 || len(t.Identities) > 0)
+	return t != nil && (len(t.Keys) > 0 || len(t.Identities) > 0 || len(t.NotationCerts) > 0)
 }
 
 // Check reports a trust that cannot verify anything as configured.
@@ -92,6 +98,9 @@ func (t *Trust) Describe() string {
 	var parts []string
 	for _, k := range t.Keys {
 		parts = append(parts, k.Describe())
+	}
+	if len(t.NotationCerts) > 0 {
+		parts = append(parts, fmt.Sprintf("notation signatures chained to %d certificates", len(t.NotationCerts)))
 	}
 	for _, id := range t.Identities {
 		parts = append(parts, "identity "+id.String())
@@ -195,7 +204,8 @@ func (v *Verification) Err() error {
 }
 
 // Verify looks for signatures of the artifact manifest describes, in repo (the artifact's
-// repository): bundle referrers first, then the legacy .sig tag. It stops at the first that
+// repository): referrers first (Sigstore bundles and notation signatures), then the legacy
+// .sig tag. It stops at the first that
 // verifies under trust. An error is returned only when the registry could not be read; an
 // artifact no signature verifies is reported by Verification.Err.
 func Verify(ctx context.Context, repo *remote.Repository, manifest ocispec.Descriptor, trust *Trust) (*Verification, error) {
@@ -225,6 +235,8 @@ func Verify(ctx context.Context, repo *remote.Repository, manifest ocispec.Descr
 		switch r.ArtifactType {
 		case MediaTypeBundle:
 			a = verifyBundleReferrer(ctx, repo, manifest, r, trust)
+		case MediaTypeNotation:
+			a = verifyNotationReferrer(ctx, repo, manifest, r, trust)
 		default:
 			continue
 		}
@@ -254,8 +266,8 @@ func listReferrers(ctx context.Context, repo *remote.Repository, manifest ocispe
 	more := 0
 	err := repo.Referrers(ctx, manifest, "", func(page []ocispec.Descriptor) error {
 		for _, d := range page {
-			if d.ArtifactType != MediaTypeBundle {
-				continue // notation signatures, SBOMs, attestations: not signatures karmor reads
+			if d.ArtifactType != MediaTypeBundle && d.ArtifactType != MediaTypeNotation {
+				continue // SBOMs, attestations: not signatures
 			}
 			if len(out) < limit {
 				out = append(out, d)
@@ -544,11 +556,13 @@ type TrustFiles struct {
 	TrustedRootFile string
 	RequireTlog     bool
 	MaxSignatures   int
+	// NotationCertFiles are PEM CA certificates for notation signatures.
+	NotationCertFiles []string
 }
 
 // Load reads the files and returns the trust; nil when it names no key and no identity.
 func (f TrustFiles) Load() (*Trust, error) {
-	if len(f.KeyFiles) == 0 && f.Identity == (Identity{}) {
+	if len(f.KeyFiles) == 0 && f.Identity == (Identity{}) && len(f.NotationCertFiles) == 0 {
 		if f.TrustedRootFile != "" || f.RequireTlog {
 			return nil, errors.New("a trusted root or a required transparency log entry needs a key or a certificate identity to trust")
 		}
@@ -564,6 +578,13 @@ func (f TrustFiles) Load() (*Trust, error) {
 	}
 	if f.Identity != (Identity{}) {
 		trust.Identities = []Identity{f.Identity}
+	}
+	for _, path := range f.NotationCertFiles {
+		certs, err := LoadNotationCertificates(path)
+		if err != nil {
+			return nil, err
+		}
+		trust.NotationCerts = append(trust.NotationCerts, certs...)
 	}
 	if f.TrustedRootFile != "" {
 		tr, err := LoadTrustedRoot(f.TrustedRootFile)
