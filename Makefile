@@ -5,7 +5,7 @@ LDFLAGS  := -s -w -X github.com/karmor/karmor/internal/version.Version=$(VERSION
 PROGRAMS := karmor karmor-hook karmord karmor-nri karmor-runc
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
-.PHONY: build test lint fuzz clean
+.PHONY: build test lint fuzz clean manifests
 
 build:
 	@mkdir -p $(BIN)
@@ -27,6 +27,14 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+# deploy/manifests: the Helm chart rendered for containerd and CRI-O nodes, namespace included
+# (test/deploy checks they match the chart).
+manifests:
+	for r in containerd crio; do \
+	  helm template karmor deploy/helm/karmor --namespace karmor -f deploy/helm/karmor/ci/$$r-values.yaml \
+	    --set createNamespace=true > deploy/manifests/karmor-$$r.yaml || exit 1; \
+	done
 
 # The policy flow end to end on this machine (as root, with runc and busybox-static installed): a
 # local registry, karmord following a tag, runc containers and the policies that apply to them as
