@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/kubearmor/kapolicytest"
 	"github.com/karmor/karmor/internal/kubearmor/kasocktest"
 	"github.com/karmor/karmor/internal/testutil"
@@ -164,5 +166,33 @@ func TestKubeArmorPolicyAddrIsChecked(t *testing.T) {
 	cfg.KubeArmorPolicyAddr = "32767"
 	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "--kubearmor-policy-addr") {
 		t.Fatalf("New with a bad address: %v", err)
+	}
+}
+
+// TestKubeArmorPolicyFeedDeletesNothingUntilEverySourceLoaded: a policy karmord sent before it
+// restarted (in its ledger, restored by KubeArmor) may belong to an OCI source that has not
+// loaded yet (registry unreachable, no cache): the feed sends the directory's policies but
+// deletes nothing while that source has never loaded.
+func TestKubeArmorPolicyFeedDeletesNothingUntilEverySourceLoaded(t *testing.T) {
+	cfg, _ := policyConfig(t, "web.yaml", testutil.BlockShellPolicy("web-block", "", "web"))
+	cfg.PolicyTransport.PlainHTTP = true
+	cfg.PolicyRefs = []string{freeAddr(t) + "/team/policies:prod"} // nothing listens there
+	left := json.RawMessage(`{"metadata":{"name":"from-registry"},"spec":{"selector":{"matchLabels":{"app":"db"}},"file":{"matchPaths":[{"path":"/etc/shadow"}]},"action":"Block"}}`)
+	ka := kapolicytest.New(map[string]kapolicytest.Saved{"from-registry": {Service: kapolicytest.Container, Object: left}})
+	cfg.KubeArmorPolicyAddr, _ = kapolicytest.Serve(t, "127.0.0.1:0", ka)
+	ledger := `{"version":1,"policies":{"from-registry":{"service":"containerPolicy","object":` + string(left) + `}}}`
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.StateDir, kubeArmorPolicyLedger), []byte(ledger), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, cfg)
+	waitFor(t, "the directory's policy sent", func() bool {
+		return slices.Equal(ka.Names(), []string{"containerPolicy/from-registry", "containerPolicy/web-block"})
+	})
+	time.Sleep(kubearmor.DefaultSettleDelay + 500*time.Millisecond) // past the settle pass too
+	if got := ka.Names(); !slices.Contains(got, "containerPolicy/from-registry") {
+		t.Fatalf("a policy of a source not loaded yet was deleted: KubeArmor holds %v", got)
 	}
 }
