@@ -122,6 +122,7 @@ type PolicyFeed struct {
 	// loaded, when nothing is deleted from KubeArmor (it may be holding that source's
 	// policies from before karmord started).
 	wanted   []wantedPolicy
+	byID     map[string]int // index in wanted
 	complete bool
 	hasSet   bool
 	setGen   uint64 // the policy set's generation
@@ -169,14 +170,14 @@ func NewPolicyFeed(opts PolicyFeedOptions) *PolicyFeed {
 // feed adds and changes policies but deletes none. It never blocks on KubeArmor.
 func (f *PolicyFeed) Update(setGen uint64, policies []*match.Policy, complete bool) {
 	wanted := make([]wantedPolicy, 0, len(policies))
-	ids := map[string]bool{}
+	ids := map[string]int{}
 	names := map[string]string{} // KubeArmor name -> the ID sent under it
 	for _, p := range policies {
 		id := p.ID()
-		if ids[id] {
+		if _, dup := ids[id]; dup {
 			continue // a duplicate definition: the first copy is the one sent
 		}
-		ids[id] = true
+		ids[id] = len(wanted)
 		w := wantedPolicy{id: id}
 		conv, err := ConvertPolicy(p.Spec)
 		switch {
@@ -196,7 +197,7 @@ func (f *PolicyFeed) Update(setGen uint64, policies []*match.Policy, complete bo
 		f.mu.Unlock()
 		return
 	}
-	f.wanted, f.complete, f.hasSet, f.setGen = wanted, complete, true, setGen
+	f.wanted, f.byID, f.complete, f.hasSet, f.setGen = wanted, ids, complete, true, setGen
 	f.gen++
 	f.mu.Unlock()
 	f.signal()
@@ -221,26 +222,25 @@ func (f *PolicyFeed) Connected() bool {
 func (f *PolicyFeed) State(id string) PolicyState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, w := range f.wanted {
-		if w.id != id {
-			continue
-		}
-		if w.notSent != "" {
-			return PolicyState{Status: PolicyNotSent, Detail: w.notSent}
-		}
-		if !f.connected {
-			detail := "KubeArmor's PolicyService at " + f.opts.Addr + " is not reachable"
-			if f.lastErr != "" {
-				detail += ": " + f.lastErr
-			}
-			return PolicyState{Status: PolicyAway, Detail: detail}
-		}
-		if a, ok := f.answers[id]; ok && bytes.Equal(a.object, w.conv.Object) {
-			return PolicyState{Status: a.status, Detail: a.detail}
-		}
-		return PolicyState{Status: PolicyPending}
+	i, ok := f.byID[id]
+	if !ok {
+		return PolicyState{}
 	}
-	return PolicyState{}
+	w := f.wanted[i]
+	if w.notSent != "" {
+		return PolicyState{Status: PolicyNotSent, Detail: w.notSent}
+	}
+	if !f.connected {
+		detail := "KubeArmor's PolicyService at " + f.opts.Addr + " is not reachable"
+		if f.lastErr != "" {
+			detail += ": " + f.lastErr
+		}
+		return PolicyState{Status: PolicyAway, Detail: detail}
+	}
+	if a, ok := f.answers[id]; ok && bytes.Equal(a.object, w.conv.Object) {
+		return PolicyState{Status: a.status, Detail: a.detail}
+	}
+	return PolicyState{Status: PolicyPending}
 }
 
 // Run keeps KubeArmor's policies equal to the set in force until ctx ends.
