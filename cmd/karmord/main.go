@@ -66,7 +66,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 		Example: `  karmord --policy-dir /etc/karmor/policies
   karmord --policy-ref registry.example.com/team/policies:prod --policy-interval 1m --node-label zone=eu-1
   karmord --policy-ref localhost:5000/policies:dev --plain-http --registry-username ci --registry-password-file /run/secrets/registry
-  karmord --policy-ref registry.example.com/team/policies:prod --kubearmor-socket /var/run/kubearmor/ka.sock`,
+  karmord --policy-ref registry.example.com/team/policies:prod --kubearmor-socket /var/run/kubearmor/ka.sock --kubearmor-policy-addr 127.0.0.1:32767`,
 		Version: version.String(),
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -148,6 +148,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringVar(&cfg.PolicyTransport.Username, "registry-username", "", "registry user name (with --registry-password-file; default: credentials from the Docker config)")
 	f.StringVar(&passwordFile, "registry-password-file", "", "file holding the registry password or token")
 	f.StringVar(&cfg.KubeArmorSocket, "kubearmor-socket", "", "send every container to KubeArmor's ka.sock (KubeArmor run with -useOCIHooks; its path is "+kubearmor.DefaultSocket+"); off when empty")
+	f.StringVar(&cfg.KubeArmorPolicyAddr, "kubearmor-policy-addr", "", "keep the policies KubeArmor enforces outside Kubernetes equal to the set in force, through its gRPC PolicyService at HOST:PORT (KubeArmor's is "+kubearmor.DefaultPolicyAddr+"); off when empty")
 	f.StringVar(&cfg.NodeName, "node-name", "", "node name host policies see as kubearmor.io/hostname (default: $NODE_NAME, else the host name)")
 	f.StringArrayVar(&nodeLabels, "node-label", nil, "node label KEY=VALUE for host policies' nodeSelector (repeatable; wins over --node-labels-file)")
 	f.StringVar(&nodeLabelsFile, "node-labels-file", "", "file of node labels: KEY=VALUE lines or a JSON object")

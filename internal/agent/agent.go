@@ -28,6 +28,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -61,6 +62,9 @@ type Agent struct {
 	// containerFeed, when KubeArmor is fed, hears every change of the table (under mu, so in
 	// the table's order) and sends it to KubeArmor on its own goroutine.
 	containerFeed *kubearmor.ContainerFeed
+	// policyFeed, when KubeArmor takes policies from karmord, hears every policy set put in
+	// force and sends it to KubeArmor on its own goroutine.
+	policyFeed *kubearmor.PolicyFeed
 
 	// conns limits and tracks the connections being served.
 	conns     chan struct{}
@@ -100,6 +104,15 @@ func New(cfg Config) (*Agent, error) {
 		ready:      make(chan struct{}),
 	}
 	a.handlers = a.defaultHandlers()
+	if cfg.KubeArmorPolicyAddr != "" {
+		// Before the policy manager: it reports the sets it loads at start through policyChanged.
+		a.policyFeed = kubearmor.NewPolicyFeed(kubearmor.PolicyFeedOptions{
+			Addr:       cfg.KubeArmorPolicyAddr,
+			LedgerPath: filepath.Join(cfg.StateDir, kubeArmorPolicyLedger),
+			Logger:     a.log,
+			Registerer: a.metrics.registry,
+		})
+	}
 	if a.policies, err = newPolicyManager(cfg, a.policyChanged); err != nil {
 		return nil, err
 	}
@@ -151,6 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Policies from directories and caches are in force before the first answer; the sources
 	// are followed from here on, until ctx ends.
 	a.policies.Start(ctx)
+	a.feedPolicies()
 
 	// Connections wait in the listen backlog while the table is rebuilt, so that a hook arriving
 	// now is answered from a complete table instead of spooling.
@@ -161,6 +175,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		"policy_sources", len(a.policies.Status()), "policies", a.policies.Current().Match.Len(), "node", a.cfg.NodeName)
 
 	var loops sync.WaitGroup
+	if a.policyFeed != nil {
+		loops.Add(1)
+		go func() { defer loops.Done(); a.policyFeed.Run(ctx) }()
+	}
 	if a.containerFeed != nil {
 		// Started after the table is rebuilt, so that KubeArmor's first resync carries it whole.
 		loops.Add(1)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/policysource"
 	"github.com/karmor/karmor/pkg/agentapi"
@@ -35,6 +36,10 @@ const (
 // policyCacheDir is where, under StateDir, the last good content of each OCI policy source is
 // kept so that a restart without the registry still enforces it.
 const policyCacheDir = "policy-cache"
+
+// kubeArmorPolicyLedger is the file, under StateDir, where the policy feed remembers the
+// policies KubeArmor may hold because karmord sent them.
+const kubeArmorPolicyLedger = "kubearmor-policies.json"
 
 // DefaultRuntimeRoots are the state roots karmord reconciles with: runc's, containerd's runc
 // namespaces (k8s.io, moby, default, ...) and crun's. Entries may be glob patterns.
@@ -104,6 +109,10 @@ type Config struct {
 	// KubeArmorSocket, when set, is KubeArmor's ka.sock: karmord sends it every container it
 	// knows (internal/kubearmor), so that KubeArmor needs no runtime socket.
 	KubeArmorSocket string
+	// KubeArmorPolicyAddr, when set, is KubeArmor's gRPC address (HOST:PORT): karmord keeps the
+	// policies KubeArmor enforces outside Kubernetes equal to the set in force
+	// (internal/kubearmor), remembering what it sent under StateDir.
+	KubeArmorPolicyAddr string
 
 	// NodeName (default: the host name) and NodeLabels are the node as host policies see it.
 	NodeName   string
@@ -202,6 +211,11 @@ func (c Config) validate() error {
 	}
 	if _, err := resolveSocketPerms(c); err != nil {
 		return err
+	}
+	if c.KubeArmorPolicyAddr != "" {
+		if err := kubearmor.CheckPolicyAddr(c.KubeArmorPolicyAddr); err != nil {
+			return fmt.Errorf("--kubearmor-policy-addr %w", err)
+		}
 	}
 	if err := checkNodeLabels(c.NodeLabels); err != nil {
 		return err

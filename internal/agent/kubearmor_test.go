@@ -3,10 +3,14 @@ package agent
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/karmor/karmor/internal/kubearmor/kapolicytest"
 	"github.com/karmor/karmor/internal/kubearmor/kasocktest"
+	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -98,5 +102,67 @@ func TestKubeArmorFeedOffTheHooksPath(t *testing.T) {
 	}
 	if s := stateOf(t, cfg, "caa"); s == "yes" {
 		t.Fatalf("state %q from a KubeArmor that never answered", s)
+	}
+}
+
+func policyStates(t *testing.T, cfg Config) map[string]string {
+	t.Helper()
+	st, err := client(cfg).Policies(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, p := range st.Policies {
+		out[p.ID] = p.KubeArmor
+	}
+	return out
+}
+
+// TestKubeArmorPolicyFeedFollowsTheSetInForce: with --kubearmor-policy-addr, the policies of
+// karmord's directory reach KubeArmor's PolicyService (a stand-in here: the real KubeArmor is
+// driven by internal/kubearmor's tests and test/e2e/kubearmor), `policy list` shows KubeArmor's
+// answer per policy, an edit reaches it, a removed file deletes the policy, and a file that
+// fails validation leaves the last good set in KubeArmor too.
+func TestKubeArmorPolicyFeedFollowsTheSetInForce(t *testing.T) {
+	cfg, dir := policyConfig(t, "web.yaml", testutil.BlockShellPolicy("web-block", "", "web"), "host.yaml", hostPolicyYAML)
+	ka := kapolicytest.New(nil)
+	cfg.KubeArmorPolicyAddr, _ = kapolicytest.Serve(t, "127.0.0.1:0", ka)
+	runAgent(t, cfg)
+	waitFor(t, "KubeArmor has both", func() bool {
+		return slices.Equal(ka.Names(), []string{"containerPolicy/web-block", "hostPolicy/zone-audit"})
+	})
+	waitFor(t, "policy list says Applied", func() bool {
+		st := policyStates(t, cfg)
+		return st["KubeArmorPolicy/default/web-block"] == "Applied" && st["KubeArmorHostPolicy/zone-audit"] == "Applied"
+	})
+
+	replaceFile(t, filepath.Join(dir, "web.yaml"), testutil.BlockShellPolicy("web-block", "", "api"))
+	waitFor(t, "the edit reaches KubeArmor", func() bool {
+		return strings.Contains(string(ka.Object("containerPolicy", "web-block")), `"app":"api"`)
+	})
+	if err := os.Remove(filepath.Join(dir, "host.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the host policy is deleted", func() bool {
+		return slices.Equal(ka.Names(), []string{"containerPolicy/web-block"})
+	})
+
+	// An invalid file: the directory's last good set stays in force, in KubeArmor too.
+	replaceFile(t, filepath.Join(dir, "web.yaml"), "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: web-block}\nspec: {bogus: 1}\n")
+	time.Sleep(time.Second)
+	if got := ka.Names(); !slices.Equal(got, []string{"containerPolicy/web-block"}) ||
+		!strings.Contains(string(ka.Object("containerPolicy", "web-block")), `"app":"api"`) {
+		t.Fatalf("after an invalid file KubeArmor holds %v: %s", got, ka.Object("containerPolicy", "web-block"))
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, kubeArmorPolicyLedger)); err != nil {
+		t.Fatalf("the policy ledger: %v", err)
+	}
+}
+
+func TestKubeArmorPolicyAddrIsChecked(t *testing.T) {
+	cfg, _ := testConfig(t)
+	cfg.KubeArmorPolicyAddr = "32767"
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "--kubearmor-policy-addr") {
+		t.Fatalf("New with a bad address: %v", err)
 	}
 }

@@ -156,6 +156,9 @@ func (k *KubeArmor) Start(t testing.TB) {
 		t.Fatal(err)
 	}
 	defer logf.Close() // the child has its own descriptor
+	// A killed KubeArmor leaves its ka.sock behind; the new one replaces it (inode numbers are
+	// reused, change times are not).
+	stale := socketIdentity()
 	cmd := exec.Command(k.bin, k.args...)
 	cmd.Dir = filepath.Join(k.dir, "run")
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -168,14 +171,12 @@ func (k *KubeArmor) Start(t testing.TB) {
 	until := time.Now().Add(kubeArmorWait)
 	for {
 		// KubeArmor listens on its gRPC port long before it serves it (seconds, minutes under
-		// QEMU), so only an answer counts. It serves gRPC after it listens on ka.sock, so an answer
-		// also means this KubeArmor's socket is in place (a killed one's stale socket file cannot
-		// fool the check).
+		// QEMU), and before ka.sock exists: ready is an answer on gRPC and a ka.sock that is not
+		// the one a killed KubeArmor left.
 		if err := kubeArmorAnswers(); err == nil {
-			if fi, err := os.Stat(KubeArmorSocket); err != nil || fi.Mode()&os.ModeSocket == 0 {
-				t.Fatalf("KubeArmor serves gRPC but %s is not a socket (%v)", KubeArmorSocket, err)
+			if id := socketIdentity(); id != (syscall.Timespec{}) && id != stale {
+				return
 			}
-			return
 		}
 		select {
 		case werr := <-exited:
@@ -203,6 +204,15 @@ func kubeArmorAnswers() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	return conn.Invoke(ctx, "/policy.ProbeService/getProbeData", &emptypb.Empty{}, &emptypb.Empty{})
+}
+
+// socketIdentity tells one ka.sock from another: its change time; zero when there is no socket.
+func socketIdentity() syscall.Timespec {
+	fi, err := os.Stat(KubeArmorSocket)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return syscall.Timespec{}
+	}
+	return fi.Sys().(*syscall.Stat_t).Ctim
 }
 
 // Stop ends KubeArmor with SIGTERM (KILL after a while), if it runs.
