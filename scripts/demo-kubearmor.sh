@@ -42,7 +42,7 @@ In the guest (scripts/kubearmor-vm/scenario/scenario.sh):
   kubearmor -k8s=false -useOCIHooks=true -lsm=bpf ...        (no runtime socket)
   karmord --policy-ref 127.0.0.1:5000/karmor/policies:live --kubearmor-socket /var/run/kubearmor/ka.sock \
           --kubearmor-policy-addr 127.0.0.1:32767 ...
-  runc run -d --bundle /bundles/web-1 web-1                   (karmor-hook injected, app=web)
+  runc run -d --no-pivot --bundle /bundles/web-1 web-1        (karmor-hook injected, app=web)
 EOF
 BIN=$BIN "$REPO/scripts/kubearmor-vm/run.sh" "$D" "$REPO/scripts/kubearmor-vm/scenario" | indent ||
 	{ tail -n 40 "$D/console.log" 2>/dev/null | indent; fail "the guest's scenario failed"; }
@@ -74,7 +74,7 @@ step "v2 drops the file rule: after the push, /etc/shadow reads again"
 show b-shadow-read "runc exec web-1 cat /etc/shadow"
 
 step "KubeArmor killed, web-2 started meanwhile, KubeArmor restarted: both enforced again"
-show c-run-web-2-while-down "runc run -d --bundle /bundles/web-2 web-2"
+show c-run-web-2-while-down "runc run -d --no-pivot --bundle /bundles/web-2 web-2"
 show c-web-1-tool-denied "runc exec web-1 sh -c '/usr/local/bin/cat /etc/hello'"
 show c-web-2-tool-denied "runc exec web-2 sh -c '/usr/local/bin/cat /etc/hello'"
 

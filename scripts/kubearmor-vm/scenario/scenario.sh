@@ -35,7 +35,7 @@ step() {
 	name=$1
 	shift
 	t0=$(now)
-	"$@" >"$O/$name.out" 2>&1
+	"$@" </dev/null >"$O/$name.out" 2>&1
 	rc=$?
 	record "$name rc=$rc seconds=$(since "$t0")"
 	return "$rc"
@@ -48,7 +48,7 @@ await() {
 	shift 3
 	t0=$(now)
 	while :; do
-		"$@" >"$O/$name.out" 2>&1
+		"$@" </dev/null >"$O/$name.out" 2>&1
 		rc=$?
 		if { [ "$want" = ok ] && [ "$rc" = 0 ]; } || { [ "$want" = fail ] && [ "$rc" != 0 ]; }; then
 			break
@@ -130,7 +130,8 @@ await karmord-up ok 60 karmor containers --socket "$SOCK"
 
 # a. web-1 through karmor-hook; v1 blocks the read of /etc/shadow and /usr/local/bin/cat.
 bundle web-1 >"$O/bundle-web-1.out" 2>&1
-step run-web-1 runc run -d --bundle /bundles/web-1 web-1
+# --no-pivot: the guest's root is the initramfs, which pivot_root cannot leave.
+step run-web-1 runc run -d --no-pivot --bundle /bundles/web-1 web-1
 await web-1-acknowledged ok 120 kubearmor_says web-1 yes
 await a-shadow-denied fail 180 runc exec web-1 cat /etc/shadow
 step a-hello-read runc exec web-1 cat /etc/hello
@@ -150,7 +151,7 @@ snapshot b
 kill -KILL "$KA_PID"
 wait "$KA_PID" 2>/dev/null
 bundle web-2 >"$O/bundle-web-2.out" 2>&1
-step c-run-web-2-while-down runc run -d --bundle /bundles/web-2 web-2
+step c-run-web-2-while-down runc run -d --no-pivot --bundle /bundles/web-2 web-2
 await c-web-2-away ok 60 kubearmor_says web-2 away
 snapshot c-down
 start_kubearmor 2 || exit 1
