@@ -43,3 +43,11 @@ manifests:
 demo: build
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/karmor-demo-registry ./demo/registry
 	BIN=$(abspath $(BIN)) ./scripts/demo.sh
+
+# The same flow with real enforcement: the real KubeArmor in a QEMU guest (stock Debian 12 kernel,
+# BPF-LSM) denies a read in a runc container by a policy from the registry; see
+# scripts/demo-kubearmor.sh. As root; scripts/kubearmor-vm/prepare.sh builds KubeArmor once.
+.PHONY: demo-kubearmor
+demo-kubearmor: build
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/karmor-demo-registry ./demo/registry
+	BIN=$(abspath $(BIN)) ./scripts/demo-kubearmor.sh
