@@ -109,7 +109,7 @@ failing_with() { source_json | grep -q '"failing": true' && source_json | grep -
 
 start_karmord() {
 	"$BIN/karmord" --socket "$SOCK" --spool-dir "$D/spool" --state-dir "$D/state" --runtime-root "$RUNC_ROOT" \
-		--policy-ref "$REF" --policy-interval "$INTERVAL" --plain-http \
+		--policy-ref "$REF" --policy-interval "$INTERVAL" --plain-http --verify-key "$D/release.pub" \
 		--node-name karmor-demo --node-label env=demo --metrics-addr 127.0.0.1:0 >>"$D/karmord.log" 2>&1 &
 	KARMORD_PID=$!
 	wait_until "karmord to answer on $SOCK" k containers
@@ -143,14 +143,21 @@ REGISTRY=$(cat "$D/registry.addr")
 REF=$REGISTRY/demo/policies:live
 say "registry at $REGISTRY; karmord will follow $REF"
 
-step "Push the v1 policies as an OCI artifact"
-push "$POLICIES/v1"
+step "Make a signing key pair (any PEM key, or cosign generate-key-pair)"
+openssl ecparam -genkey -name prime256v1 -noout | openssl pkcs8 -topk8 -nocrypt -out "$D/release.key" ||
+	fail "openssl could not make a key"
+openssl ec -in "$D/release.key" -pubout -out "$D/release.pub" 2>/dev/null || fail "openssl could not write the public key"
+say "private key $D/release.key, public key $D/release.pub"
+
+step "Push the v1 policies as an OCI artifact, signed"
+push "$POLICIES/v1" --sign-key "$D/release.key"
 V1=$PUSHED
 
-step "Start karmord following $REF (poll every $INTERVAL), node karmor-demo"
+step "Start karmord following $REF (poll every $INTERVAL), node karmor-demo, trusting release.pub only"
 start_karmord
 wait_until "v1 ($V1) in force" in_force "$V1"
 kshow policy list
+source_json | grep -q '"signed_by": "key release.pub' || fail "policy list does not say release.pub signed v1"
 
 step "Start two runc containers through karmor-hook: web1 (app=web) and api1 (app=api)"
 mkdir -p "$D/rootfs/bin" "$D/rootfs/proc" "$D/rootfs/dev" "$D/rootfs/sys" "$D/rootfs/tmp" "$D/rootfs/etc"
@@ -183,7 +190,7 @@ grep -q 'APPLIES .*host-passwd' "$D/explain-node.txt" || fail "explain --node do
 step "Push v2: block-shell now selects app=api instead of app=web"
 diff -u "$POLICIES/v1/block-shell.yaml" "$POLICIES/v2/block-shell.yaml" | sed 's/^/    /' || true
 pushed=$SECONDS
-push "$POLICIES/v2"
+push "$POLICIES/v2" --sign-key "$D/release.key"
 V2=$PUSHED
 wait_until "v2 ($V2) in force" in_force "$V2"
 say "v2 in force $((SECONDS - pushed)) s after the push (poll interval $INTERVAL)"
@@ -191,8 +198,15 @@ kshow containers
 expect_policies web1 '[]'
 expect_policies api1 '["KubeArmorPolicy/default/audit-etc","KubeArmorPolicy/default/block-shell"]'
 
-step "Push an invalid policy with --skip-validate: karmord refuses it, v2 stays in force"
-push "$POLICIES/invalid" --skip-validate
+step "Push v1 again, unsigned: karmord refuses the unsigned digest, v2 stays in force"
+push "$POLICIES/v1"
+wait_until "karmord to refuse the unsigned push" failing_with "no trusted signature"
+kshow policy list
+in_force "$V2" || fail "v2 is no longer in force after the unsigned push"
+expect_policies web1 '[]'
+
+step "Push an invalid policy with --skip-validate, signed: karmord refuses it, v2 stays in force"
+push "$POLICIES/invalid" --skip-validate --sign-key "$D/release.key"
 wait_until "karmord to report the invalid push" failing_with actionn
 kshow policy list
 in_force "$V2" || fail "v2 is no longer in force after the invalid push"

@@ -26,6 +26,7 @@ import (
 	"github.com/karmor/karmor/internal/kubepods"
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/podmanlabels"
+	"github.com/karmor/karmor/internal/signing"
 	"github.com/karmor/karmor/internal/version"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
@@ -61,6 +62,8 @@ func newCommand(logOut io.Writer) *cobra.Command {
 		podmanDB             string
 		dockerRoot           string
 		socketMode           string
+		trustFiles           signing.TrustFiles
+		refKeys              []string
 	)
 	cmd := &cobra.Command{
 		Use:   "karmord",
@@ -68,7 +71,8 @@ func newCommand(logOut io.Writer) *cobra.Command {
 		Example: `  karmord --policy-dir /etc/karmor/policies
   karmord --policy-ref registry.example.com/team/policies:prod --policy-interval 1m --node-label zone=eu-1
   karmord --policy-ref localhost:5000/policies:dev --plain-http --registry-username ci --registry-password-file /run/secrets/registry
-  karmord --policy-ref registry.example.com/team/policies:prod --kubearmor-socket /var/run/kubearmor/ka.sock`,
+  karmord --policy-ref registry.example.com/team/policies:prod --kubearmor-socket /var/run/kubearmor/ka.sock --kubearmor-policy-addr 127.0.0.1:32767
+  karmord --policy-ref registry.example.com/team/policies:prod --verify-key /etc/karmor/cosign.pub`,
 		Version: version.String(),
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -103,6 +107,9 @@ func newCommand(logOut io.Writer) *cobra.Command {
 				if cfg.PolicyTransport.Password, err = agent.ReadSecretFile(passwordFile); err != nil {
 					return err
 				}
+			}
+			if cfg.PolicyTrust, cfg.PolicyRefTrust, err = agent.PolicyTrust(trustFiles, refKeys); err != nil {
+				return usageError{err}
 			}
 			if podmanDB != "" {
 				podman, err := podmanlabels.Open(podmanlabels.Options{DBPath: podmanDB, Logger: cfg.Logger})
@@ -157,7 +164,17 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringVar(&cfg.PolicyTransport.DockerConfig, "registry-config", "", "Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	f.StringVar(&cfg.PolicyTransport.Username, "registry-username", "", "registry user name (with --registry-password-file; default: credentials from the Docker config)")
 	f.StringVar(&passwordFile, "registry-password-file", "", "file holding the registry password or token")
+	f.StringArrayVar(&trustFiles.KeyFiles, "verify-key", nil, "public key (PEM, e.g. cosign.pub) whose signature every --policy-ref needs before it goes in force (repeatable: any one suffices)")
+	f.StringVar(&trustFiles.Identity.Subject, "certificate-identity", "", "keyless: the signer identity (certificate SAN) every --policy-ref needs")
+	f.StringVar(&trustFiles.Identity.SubjectRegexp, "certificate-identity-regexp", "", "keyless: a regular expression the signer identity must match")
+	f.StringVar(&trustFiles.Identity.Issuer, "certificate-oidc-issuer", "", "keyless: the OIDC issuer that vouched for the identity")
+	f.StringVar(&trustFiles.Identity.IssuerRegexp, "certificate-oidc-issuer-regexp", "", "keyless: a regular expression the OIDC issuer must match")
+	f.StringVar(&trustFiles.TrustedRootFile, "trusted-root", "", "Sigstore trusted_root.json for keyless signatures and transparency log keys (read once; nothing is fetched)")
+	f.StringArrayVar(&trustFiles.NotationCertFiles, "notation-cert", nil, "PEM CA certificate that notation signatures of every --policy-ref may chain to (repeatable)")
+	f.BoolVar(&trustFiles.RequireTlog, "require-tlog", false, "refuse signatures without a transparency log entry proven against the trusted root")
+	f.StringArrayVar(&refKeys, "policy-ref-verify-key", nil, "REF=PUB: trust this key, instead of the global --verify-key and identity, for the --policy-ref REF (repeatable)")
 	f.StringVar(&cfg.KubeArmorSocket, "kubearmor-socket", "", "send every container to KubeArmor's ka.sock (KubeArmor run with -useOCIHooks; its path is "+kubearmor.DefaultSocket+"); off when empty")
+	f.StringVar(&cfg.KubeArmorPolicyAddr, "kubearmor-policy-addr", "", "keep the policies KubeArmor enforces outside Kubernetes equal to the set in force, through its gRPC PolicyService at HOST:PORT (KubeArmor's is "+kubearmor.DefaultPolicyAddr+"); off when empty")
 	f.StringVar(&cfg.NodeName, "node-name", "", "node name host policies see as kubearmor.io/hostname (default: $NODE_NAME, else the host name)")
 	f.StringArrayVar(&nodeLabels, "node-label", nil, "node label KEY=VALUE for host policies' nodeSelector (repeatable; wins over --node-labels-file)")
 	f.StringVar(&nodeLabelsFile, "node-labels-file", "", "file of node labels: KEY=VALUE lines or a JSON object")

@@ -10,6 +10,8 @@
 //     from resurrecting stopped containers or removing newer ones.
 //   - stream.go, seq.go: sequence numbers (unique across restarts), the ring of recent events and
 //     the watchers, who never slow the hook's acknowledgement.
+//   - slim.go: the slim form containers take in list answers and the stream (annotations cut),
+//     the size estimate that bounds the ring in bytes, and the chunks of a list answer.
 //   - server.go, socket.go: the socket, peer credentials, framing and the request dispatch (a
 //     handler per envelope type: add new request types there).
 //   - spool.go, reconcile.go: the spool replay and rescan, and reconciliation with runc/crun state
@@ -28,6 +30,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -61,6 +64,9 @@ type Agent struct {
 	// containerFeed, when KubeArmor is fed, hears every change of the table (under mu, so in
 	// the table's order) and sends it to KubeArmor on its own goroutine.
 	containerFeed *kubearmor.ContainerFeed
+	// policyFeed, when KubeArmor takes policies from karmord, hears every policy set put in
+	// force and sends it to KubeArmor on its own goroutine.
+	policyFeed *kubearmor.PolicyFeed
 
 	// conns limits and tracks the connections being served.
 	conns     chan struct{}
@@ -96,13 +102,22 @@ func New(cfg Config) (*Agent, error) {
 		metrics:    newMetrics(),
 		access:     newAccessPolicy(uint32(os.Geteuid()), cfg.AllowUIDs, cfg.AllowGIDs),
 		table:      newTable(),
-		stream:     newStream(cfg.EventRing, cfg.WatchBuffer, base),
+		stream:     newStream(cfg.EventRing, cfg.EventRingBytes, cfg.WatchBuffer, base),
 		seq:        seq,
 		conns:      make(chan struct{}, cfg.MaxConns),
 		stuckSpool: map[string]bool{},
 		ready:      make(chan struct{}),
 	}
 	a.handlers = a.defaultHandlers()
+	if cfg.KubeArmorPolicyAddr != "" {
+		// Before the policy manager: it reports the sets it loads at start through policyChanged.
+		a.policyFeed = kubearmor.NewPolicyFeed(kubearmor.PolicyFeedOptions{
+			Addr:       cfg.KubeArmorPolicyAddr,
+			LedgerPath: filepath.Join(cfg.StateDir, kubeArmorPolicyLedger),
+			Logger:     a.log,
+			Registerer: a.metrics.registry,
+		})
+	}
 	if a.policies, err = newPolicyManager(cfg, a.policyChanged); err != nil {
 		return nil, err
 	}
@@ -162,6 +177,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Policies from directories and caches are in force before the first answer; the sources
 	// are followed from here on, until ctx ends.
 	a.policies.Start(ctx)
+	a.feedPolicies()
 
 	// Connections wait in the listen backlog while the table is rebuilt, so that a hook arriving
 	// now is answered from a complete table instead of spooling.
@@ -172,6 +188,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		"policy_sources", len(a.policies.Status()), "policies", a.policies.Current().Match.Len(), "node", a.cfg.NodeName)
 
 	var loops sync.WaitGroup
+	if a.policyFeed != nil {
+		loops.Add(1)
+		go func() { defer loops.Done(); a.policyFeed.Run(ctx) }()
+	}
 	if a.containerFeed != nil {
 		// Started after the table is rebuilt, so that KubeArmor's first resync carries it whole.
 		loops.Add(1)
@@ -234,6 +254,7 @@ func (a *Agent) apply(ev agentapi.Event) (verdict, uint64) {
 	ev.Time = a.clampTime(ev, began)
 	ev.Container.Policies = nil // karmord's to say, at query time
 	ev.Container.KubeArmor = ""
+	ev.Container.AnnotationsOmitted = 0
 	a.mu.Lock()
 	v, gone := a.table.apply(&ev)
 	if a.containerFeed != nil {
@@ -252,6 +273,9 @@ func (a *Agent) apply(ev agentapi.Event) (verdict, uint64) {
 			pub.Container = *gone
 		}
 		pub.Container.Source = ev.Source
+		// The stream retains and shares what it is given: slim, so that churn does not pin
+		// every stopped container's annotations.
+		pub.Container = slimContainer(pub.Container)
 		env := &agentapi.Envelope{Type: agentapi.TypeEvent, Event: &pub}
 		a.publish(env)
 		seq = env.Seq

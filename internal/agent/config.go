@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/karmor/karmor/internal/dockerlabels"
+	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/policysource"
+	"github.com/karmor/karmor/internal/signing"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -27,6 +29,7 @@ const (
 	DefaultWriteTimeout      = 5 * time.Second
 	DefaultMaxConns          = 8192
 	DefaultEventRing         = 4096
+	DefaultEventRingBytes    = 16 << 20
 	DefaultWatchBuffer       = 1024
 	DefaultTombstoneTTL      = time.Hour
 	DefaultMaxTombstones     = 1 << 16
@@ -36,6 +39,10 @@ const (
 // policyCacheDir is where, under StateDir, the last good content of each OCI policy source is
 // kept so that a restart without the registry still enforces it.
 const policyCacheDir = "policy-cache"
+
+// kubeArmorPolicyLedger is the file, under StateDir, where the policy feed remembers the
+// policies KubeArmor may hold because karmord sent them.
+const kubeArmorPolicyLedger = "kubearmor-policies.json"
 
 // DefaultRuntimeRoots are the state roots karmord reconciles with: runc's, containerd's runc
 // namespaces (k8s.io, moby, default, ...) and crun's. Entries may be glob patterns.
@@ -89,6 +96,9 @@ type Config struct {
 	MaxConns int
 	// EventRing is how many recent events are kept for watchers resuming from a sequence number.
 	EventRing int
+	// EventRingBytes bounds the ring's events in (estimated) bytes besides their number, and how
+	// many bytes of events a watcher may fall behind by before it is dropped.
+	EventRingBytes int
 	// WatchBuffer is how many events a watcher may fall behind before it is dropped.
 	WatchBuffer int
 	// TombstoneTTL and MaxTombstones bound the memory of stopped containers kept to reject late
@@ -105,10 +115,19 @@ type Config struct {
 	PolicyRefs      []string
 	PolicyInterval  time.Duration
 	PolicyTransport oci.TransportOptions
+	// PolicyTrust, when it names keys or identities, admits only signed policy artifacts: a new
+	// digest goes in force only when a trusted signature covers it. PolicyRefTrust replaces it
+	// for the references it names (as given in PolicyRefs).
+	PolicyTrust    *signing.Trust
+	PolicyRefTrust map[string]*signing.Trust
 
 	// KubeArmorSocket, when set, is KubeArmor's ka.sock: karmord sends it every container it
 	// knows (internal/kubearmor), so that KubeArmor needs no runtime socket.
 	KubeArmorSocket string
+	// KubeArmorPolicyAddr, when set, is KubeArmor's gRPC address (HOST:PORT): karmord keeps the
+	// policies KubeArmor enforces outside Kubernetes equal to the set in force
+	// (internal/kubearmor), remembering what it sent under StateDir.
+	KubeArmorPolicyAddr string
 
 	// NodeName (default: the host name) and NodeLabels are the node as host policies see it.
 	NodeName   string
@@ -177,6 +196,7 @@ func (c Config) withDefaults() Config {
 	}
 	setInt(&c.MaxConns, DefaultMaxConns)
 	setInt(&c.EventRing, DefaultEventRing)
+	setInt(&c.EventRingBytes, DefaultEventRingBytes)
 	setInt(&c.WatchBuffer, DefaultWatchBuffer)
 	setInt(&c.MaxTombstones, DefaultMaxTombstones)
 	if c.Logger == nil {
@@ -206,13 +226,18 @@ func (c Config) validate() error {
 			return fmt.Errorf("%s %v must be positive", name, d)
 		}
 	}
-	for name, n := range map[string]int{"max connections": c.MaxConns, "event ring": c.EventRing, "watch buffer": c.WatchBuffer, "max tombstones": c.MaxTombstones} {
+	for name, n := range map[string]int{"max connections": c.MaxConns, "event ring": c.EventRing, "event ring bytes": c.EventRingBytes, "watch buffer": c.WatchBuffer, "max tombstones": c.MaxTombstones} {
 		if n < 0 {
 			return fmt.Errorf("%s %d must be positive", name, n)
 		}
 	}
 	if _, err := resolveSocketPerms(c); err != nil {
 		return err
+	}
+	if c.KubeArmorPolicyAddr != "" {
+		if err := kubearmor.CheckPolicyAddr(c.KubeArmorPolicyAddr); err != nil {
+			return fmt.Errorf("--kubearmor-policy-addr %w", err)
+		}
 	}
 	if err := checkNodeLabels(c.NodeLabels); err != nil {
 		return err
@@ -280,4 +305,40 @@ func DefaultNodeName() string {
 	}
 	host, _ := os.Hostname()
 	return strings.ToLower(host)
+}
+
+// PolicyTrust builds Config.PolicyTrust from files (the global trust: keys, identity, trusted
+// root) and Config.PolicyRefTrust from REF=PUB pairs: a reference given keys of its own trusts
+// those keys alone, with the global trusted root and transparency log requirement.
+func PolicyTrust(files signing.TrustFiles, refKeys []string) (*signing.Trust, map[string]*signing.Trust, error) {
+	global, err := files.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	perRef := map[string]*signing.Trust{}
+	for _, pair := range refKeys {
+		ref, path, ok := strings.Cut(pair, "=")
+		if !ok || ref == "" || path == "" {
+			return nil, nil, fmt.Errorf("--policy-ref-verify-key %q: want REF=PUBLIC-KEY-FILE", pair)
+		}
+		key, err := signing.LoadPublicKey(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--policy-ref-verify-key %s: %w", ref, err)
+		}
+		t := perRef[ref]
+		if t == nil {
+			t = &signing.Trust{RequireTlog: files.RequireTlog, MaxSignatures: files.MaxSignatures}
+			if global != nil {
+				t.TrustedRoot = global.TrustedRoot
+			}
+			perRef[ref] = t
+		}
+		t.Keys = append(t.Keys, key)
+	}
+	for ref, t := range perRef {
+		if err := t.Check(); err != nil {
+			return nil, nil, fmt.Errorf("--policy-ref-verify-key %s: %w", ref, err)
+		}
+	}
+	return global, perRef, nil
 }

@@ -54,6 +54,10 @@ func FuzzServe(f *testing.F) {
 	f.Add(frame(`{"v":1,"type":"explain"}`))
 	f.Add(frame(`{"v":1,"type":"policy_change","policy_change":{"source":"x"}}`))
 	f.Add(frame(`{"v":1,"type":"watch","from_seq":18446744073709551615}`))
+	f.Add(frames(&agentapi.Envelope{Type: agentapi.TypeEvent, Event: &agentapi.Event{Kind: agentapi.KindStart, Container: agentapi.Container{ID: "b", PID: 2,
+		Annotations: map[string]string{"big": string(make([]byte, 2<<10)), "small": "x"}, AnnotationsOmitted: -3}}},
+		&agentapi.Envelope{Type: agentapi.TypeList, Chunked: true}, &agentapi.Envelope{Type: agentapi.TypeWatch}))
+	f.Add(frame(`{"v":1,"type":"list","chunked":true,"more":true}`))
 	cfg, _ := testConfig(f)
 	cfg.ReadTimeout = 2 * time.Second
 	a, err := New(cfg)

@@ -1,12 +1,18 @@
 package agent
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/karmor/karmor/internal/kubearmor"
+	"github.com/karmor/karmor/internal/kubearmor/kapolicytest"
 	"github.com/karmor/karmor/internal/kubearmor/kasocktest"
+	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -98,5 +104,95 @@ func TestKubeArmorFeedOffTheHooksPath(t *testing.T) {
 	}
 	if s := stateOf(t, cfg, "caa"); s == "yes" {
 		t.Fatalf("state %q from a KubeArmor that never answered", s)
+	}
+}
+
+func policyStates(t *testing.T, cfg Config) map[string]string {
+	t.Helper()
+	st, err := client(cfg).Policies(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, p := range st.Policies {
+		out[p.ID] = p.KubeArmor
+	}
+	return out
+}
+
+// TestKubeArmorPolicyFeedFollowsTheSetInForce: with --kubearmor-policy-addr, the policies of
+// karmord's directory reach KubeArmor's PolicyService (a stand-in here: the real KubeArmor is
+// driven by internal/kubearmor's tests and test/e2e/kubearmor), `policy list` shows KubeArmor's
+// answer per policy, an edit reaches it, a removed file deletes the policy, and a file that
+// fails validation leaves the last good set in KubeArmor too.
+func TestKubeArmorPolicyFeedFollowsTheSetInForce(t *testing.T) {
+	cfg, dir := policyConfig(t, "web.yaml", testutil.BlockShellPolicy("web-block", "", "web"), "host.yaml", hostPolicyYAML)
+	ka := kapolicytest.New(nil)
+	cfg.KubeArmorPolicyAddr, _ = kapolicytest.Serve(t, "127.0.0.1:0", ka)
+	runAgent(t, cfg)
+	waitFor(t, "KubeArmor has both", func() bool {
+		return slices.Equal(ka.Names(), []string{"containerPolicy/web-block", "hostPolicy/zone-audit"})
+	})
+	waitFor(t, "policy list says Applied", func() bool {
+		st := policyStates(t, cfg)
+		return st["KubeArmorPolicy/default/web-block"] == "Applied" && st["KubeArmorHostPolicy/zone-audit"] == "Applied"
+	})
+
+	replaceFile(t, filepath.Join(dir, "web.yaml"), testutil.BlockShellPolicy("web-block", "", "api"))
+	waitFor(t, "the edit reaches KubeArmor", func() bool {
+		return strings.Contains(string(ka.Object("containerPolicy", "web-block")), `"app":"api"`)
+	})
+	if err := os.Remove(filepath.Join(dir, "host.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the host policy is deleted", func() bool {
+		return slices.Equal(ka.Names(), []string{"containerPolicy/web-block"})
+	})
+
+	// An invalid file: the directory's last good set stays in force, in KubeArmor too.
+	replaceFile(t, filepath.Join(dir, "web.yaml"), "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: web-block}\nspec: {bogus: 1}\n")
+	time.Sleep(time.Second)
+	if got := ka.Names(); !slices.Equal(got, []string{"containerPolicy/web-block"}) ||
+		!strings.Contains(string(ka.Object("containerPolicy", "web-block")), `"app":"api"`) {
+		t.Fatalf("after an invalid file KubeArmor holds %v: %s", got, ka.Object("containerPolicy", "web-block"))
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, kubeArmorPolicyLedger)); err != nil {
+		t.Fatalf("the policy ledger: %v", err)
+	}
+}
+
+func TestKubeArmorPolicyAddrIsChecked(t *testing.T) {
+	cfg, _ := testConfig(t)
+	cfg.KubeArmorPolicyAddr = "32767"
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "--kubearmor-policy-addr") {
+		t.Fatalf("New with a bad address: %v", err)
+	}
+}
+
+// TestKubeArmorPolicyFeedDeletesNothingUntilEverySourceLoaded: a policy karmord sent before it
+// restarted (in its ledger, restored by KubeArmor) may belong to an OCI source that has not
+// loaded yet (registry unreachable, no cache): the feed sends the directory's policies but
+// deletes nothing while that source has never loaded.
+func TestKubeArmorPolicyFeedDeletesNothingUntilEverySourceLoaded(t *testing.T) {
+	cfg, _ := policyConfig(t, "web.yaml", testutil.BlockShellPolicy("web-block", "", "web"))
+	cfg.PolicyTransport.PlainHTTP = true
+	cfg.PolicyRefs = []string{freeAddr(t) + "/team/policies:prod"} // nothing listens there
+	left := json.RawMessage(`{"metadata":{"name":"from-registry"},"spec":{"selector":{"matchLabels":{"app":"db"}},"file":{"matchPaths":[{"path":"/etc/shadow"}]},"action":"Block"}}`)
+	ka := kapolicytest.New(map[string]kapolicytest.Saved{"from-registry": {Service: kapolicytest.Container, Object: left}})
+	cfg.KubeArmorPolicyAddr, _ = kapolicytest.Serve(t, "127.0.0.1:0", ka)
+	ledger := `{"version":1,"policies":{"from-registry":{"service":"containerPolicy","object":` + string(left) + `}}}`
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.StateDir, kubeArmorPolicyLedger), []byte(ledger), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, cfg)
+	waitFor(t, "the directory's policy sent", func() bool {
+		return slices.Equal(ka.Names(), []string{"containerPolicy/from-registry", "containerPolicy/web-block"})
+	})
+	time.Sleep(kubearmor.DefaultSettleDelay + 500*time.Millisecond) // past the settle pass too
+	if got := ka.Names(); !slices.Contains(got, "containerPolicy/from-registry") {
+		t.Fatalf("a policy of a source not loaded yet was deleted: KubeArmor holds %v", got)
 	}
 }

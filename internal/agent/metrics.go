@@ -18,6 +18,7 @@ type metrics struct {
 	events        *prometheus.CounterVec // stage, kind, source, result
 	hookLatency   prometheus.Histogram   // as the hook reported it
 	spoolReplays  *prometheus.CounterVec // result: applied, quarantined
+	spoolDropped  prometheus.Gauge       // the spool's dropped-events count, as hooks keep it
 	reconcile     *prometheus.CounterVec // result: added, removed
 	reconcileRuns *prometheus.CounterVec // result: ok, error
 	containers    prometheus.Gauge       // live containers
@@ -28,7 +29,7 @@ type metrics struct {
 	requests      *prometheus.CounterVec // type of request
 	watchDrops    prometheus.Counter     // watchers dropped for falling behind
 	applyDuration prometheus.Histogram   // time to apply one event, lock included
-	policyLoads   *prometheus.CounterVec // source, result: loaded, failed
+	policyLoads   *prometheus.CounterVec // source, result: loaded, failed, unverified
 }
 
 // Error kinds counted in karmord_errors_total.
@@ -66,6 +67,8 @@ func newMetrics() *metrics {
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2}})
 	m.spoolReplays = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_spool_replays_total",
 		Help: "Spooled events replayed: applied, or quarantined because they did not decode."}, []string{"result"})
+	m.spoolDropped = prometheus.NewGauge(prometheus.GaugeOpts{Name: "karmord_spool_dropped_events",
+		Help: "Events karmor-hook dropped because the spool was full (oldest starts first, never a stop for a start): the count in <spool>/dropped, read at each spool scan."})
 	m.reconcile = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_reconcile_containers_total",
 		Help: "Containers added (missed by hooks) or removed (process gone) by reconciliation."}, []string{"result"})
 	m.reconcileRuns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_reconcile_runs_total",
@@ -84,9 +87,9 @@ func newMetrics() *metrics {
 	m.applyDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "karmord_apply_duration_seconds",
 		Help: "Time to apply one event to the table, including the wait for its lock.", Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)})
 	m.policyLoads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "karmord_policy_loads_total",
-		Help: "Policy source changes: new content put in force (loaded) or a check that failed (failed; a failure repeating unchanged counts once)."},
+		Help: "Policy source changes: new content put in force (loaded), a check that failed (failed), or new content refused because no trusted signature covers it (unverified); a failure repeating unchanged counts once."},
 		[]string{"source", "result"})
-	for _, c := range []prometheus.Collector{m.events, m.hookLatency, m.spoolReplays, m.reconcile, m.reconcileRuns, m.containers,
+	for _, c := range []prometheus.Collector{m.events, m.hookLatency, m.spoolReplays, m.spoolDropped, m.reconcile, m.reconcileRuns, m.containers,
 		m.connections, m.openConns, m.watchers, m.errors, m.requests, m.watchDrops, m.applyDuration, m.policyLoads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		m.registry.MustRegister(c)

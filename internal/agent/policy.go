@@ -2,15 +2,19 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/karmor/karmor/internal/containerinfo"
 	"github.com/karmor/karmor/internal/dockerlabels"
+	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/match"
 	"github.com/karmor/karmor/internal/policysource"
+	"github.com/karmor/karmor/internal/signing"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
@@ -30,8 +34,18 @@ func newPolicyManager(cfg Config, onChange func(policysource.Change)) (*policyso
 		}
 		sources = append(sources, d)
 	}
+	for ref := range cfg.PolicyRefTrust {
+		if !slices.Contains(cfg.PolicyRefs, ref) {
+			return nil, fmt.Errorf("--policy-ref-verify-key names %s, which no --policy-ref follows", ref)
+		}
+	}
 	for _, ref := range cfg.PolicyRefs {
+		trust := cfg.PolicyTrust
+		if t, ok := cfg.PolicyRefTrust[ref]; ok {
+			trust = t
+		}
 		o, err := policysource.NewOCI(policysource.OCIOptions{
+			Trust:     trust,
 			Ref:       ref,
 			Transport: cfg.PolicyTransport,
 			Interval:  cfg.PolicyInterval,
@@ -61,11 +75,32 @@ func (a *Agent) policyChanged(ch policysource.Change) {
 	if ch.Err != nil {
 		pc.Error = ch.Err.Error()
 		result = "failed"
+		if errors.Is(ch.Err, signing.ErrNotVerified) {
+			result = "unverified"
+		}
 	}
 	a.metrics.policyLoads.WithLabelValues(ch.Source, result).Inc()
+	a.feedPolicies()
 	a.mu.Lock()
 	a.publish(&agentapi.Envelope{Type: agentapi.TypePolicyChange, PolicyChange: pc})
 	a.mu.Unlock()
+}
+
+// feedPolicies hands the set in force to KubeArmor's policy feed, when there is one. Until every
+// source has loaded once, the feed deletes nothing from KubeArmor: what KubeArmor restored may
+// be the policies of a source karmord has not read yet.
+func (a *Agent) feedPolicies() {
+	if a.policyFeed == nil {
+		return
+	}
+	complete := true
+	for _, st := range a.policies.Status() {
+		if st.LoadedAt.IsZero() {
+			complete = false
+		}
+	}
+	set := a.policies.Current()
+	a.policyFeed.Update(set.Generation, set.Match.Policies(), complete)
 }
 
 // withPolicies adds to a container copy what karmord knows beyond the table (fillLabels), the IDs
@@ -113,7 +148,7 @@ func (a *Agent) fillDockerIdentity(c *agentapi.Container) {
 // fillPodmanLabels gives a Podman container without labels the labels Podman keeps in its own
 // database, when a ContainerLabels lookup is configured.
 func (a *Agent) fillPodmanLabels(c *agentapi.Container) {
-	if a.cfg.ContainerLabels == nil || len(c.Labels) > 0 || c.Annotations[containerinfo.AnnotationManager] != containerinfo.ManagerLibpod {
+	if a.cfg.ContainerLabels == nil || len(c.Labels) > 0 || containerinfo.RuntimeOf(c) != containerinfo.RuntimePodman {
 		return
 	}
 	if labels, ok := a.cfg.ContainerLabels(c); ok && len(labels) > 0 {
@@ -197,6 +232,10 @@ func (a *Agent) handlePolicyList(context.Context, *session, *agentapi.Envelope) 
 			info.Source = set.Sources[src].Source
 			info.LoadedAt = loadedAt[src]
 		}
+		if a.policyFeed != nil {
+			ka := a.policyFeed.State(info.ID)
+			info.KubeArmor, info.KubeArmorDetail = ka.Status, ka.Detail
+		}
 		state.Policies = append(state.Policies, info)
 	}
 	return &agentapi.Envelope{Type: agentapi.TypePolicyState, PolicyState: state}, nil
@@ -225,7 +264,7 @@ func documentOrigins(set *policysource.Set) map[docKey]int {
 func sourceView(st policysource.Status) agentapi.PolicySource {
 	return agentapi.PolicySource{
 		Name: st.Name, Kind: string(st.Kind), Location: st.Location, Digest: st.Digest, Policies: st.Policies,
-		LoadedAt: st.LoadedAt.UTC(), FromCache: st.FromCache, LastSuccess: st.LastSuccess.UTC(), Failing: st.Failing,
+		LoadedAt: st.LoadedAt.UTC(), FromCache: st.FromCache, SignedBy: st.SignedBy, LastSuccess: st.LastSuccess.UTC(), Failing: st.Failing,
 		LastError: st.LastError, LastErrorAt: st.LastErrorAt.UTC(),
 	}
 }
@@ -265,6 +304,7 @@ func (a *Agent) handleExplain(_ context.Context, _ *session, req *agentapi.Envel
 			if src, ok := origins[docKey{policies[i].File, policies[i].Index}]; ok {
 				out.Verdicts[i].Source = set.Sources[src].Source
 			}
+			a.kubeArmorVerdict(&out.Verdicts[i], policies[i], out.Container)
 		}
 	}
 	out.Rules = make([]agentapi.PolicyRule, len(e.Rules))
@@ -272,6 +312,32 @@ func (a *Agent) handleExplain(_ context.Context, _ *session, req *agentapi.Envel
 		out.Rules[i] = ruleView(r)
 	}
 	return &agentapi.Envelope{Type: agentapi.TypeExplanation, Explanation: out}, nil
+}
+
+// kubeArmorVerdict adds to v what KubeArmor makes of policy p, when karmord sends it policies:
+// its state, and whether, matching as it does outside Kubernetes, it decides otherwise for the
+// container c (the node when c is nil).
+func (a *Agent) kubeArmorVerdict(v *agentapi.PolicyVerdict, p *match.Policy, c *agentapi.Container) {
+	if a.policyFeed == nil {
+		return
+	}
+	st := a.policyFeed.State(p.ID())
+	v.KubeArmor = st.Status
+	var ka kubearmor.KubeArmorVerdict
+	switch {
+	case st.Status == kubearmor.PolicyNotSent:
+		ka = kubearmor.KubeArmorVerdict{Why: st.Detail}
+	case c != nil:
+		ka = kubearmor.ContainerVerdict(p.Spec, c)
+	default:
+		ka = kubearmor.NodeVerdict(p.Spec, a.cfg.NodeName)
+	}
+	switch {
+	case ka.Applies && !v.Applies:
+		v.KubeArmorDiffers = "KubeArmor applies it: " + ka.Why
+	case !ka.Applies && v.Applies:
+		v.KubeArmorDiffers = "KubeArmor does not apply it: " + ka.Why
+	}
 }
 
 func ruleView(r match.Rule) agentapi.PolicyRule {

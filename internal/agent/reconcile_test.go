@@ -79,8 +79,7 @@ func runcStateFile(t testing.TB, root, id string, pid int, start uint64, bundle 
 	})
 }
 
-func bundleWithAnnotations(t testing.TB, ann map[string]string) string {
-	dir := t.TempDir()
+func bundleWithAnnotationsAt(t testing.TB, dir string, ann map[string]string) string {
 	writeJSON(t, filepath.Join(dir, "config.json"), map[string]any{"ociVersion": "1.0.2", "annotations": ann,
 		"process": map[string]any{"args": []string{"sleep"}, "cwd": "/"}})
 	return dir
@@ -95,8 +94,10 @@ func TestReconcileWithFakeStateRoots(t *testing.T) {
 	crunRoot := filepath.Join(state, "containerd-k8s.io")
 	cfg.RuntimeRoots = []string{runcRoot, filepath.Join(state, "containerd-*"), filepath.Join(state, "absent")}
 
-	pod := bundleWithAnnotations(t, map[string]string{"io.kubernetes.cri.sandbox-name": "web-0", "io.kubernetes.cri.sandbox-namespace": "shop",
-		"io.kubernetes.cri.container-name": "nginx"})
+	// containerd's CRI plugin lays the bundle out as <state>/io.containerd.runtime.v2.task/k8s.io/<id>.
+	pod := bundleWithAnnotationsAt(t, filepath.Join(t.TempDir(), "io.containerd.runtime.v2.task", "k8s.io", "live"),
+		map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-name": "web-0",
+			"io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.container-name": "nginx"})
 	proc.process(1001, "S", 500)
 	runcStateFile(t, runcRoot, "live", 1001, 500, pod)
 	proc.process(1002, "S", 999) // the pid now belongs to a process that started later

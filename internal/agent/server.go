@@ -267,16 +267,42 @@ func (a *Agent) handleEvent(_ context.Context, _ *session, req *agentapi.Envelop
 	return &agentapi.Envelope{Type: agentapi.TypeAck, Seq: seq}, nil
 }
 
-// handleList answers every live container with the policies that apply to it, and the sequence
-// number the list reflects: watching from it continues exactly where the list ends.
-func (a *Agent) handleList(context.Context, *session, *agentapi.Envelope) (*agentapi.Envelope, error) {
+// handleList answers every live container, slim (see slimContainer), with the policies that
+// apply to it, and the sequence number the list reflects: watching from it continues exactly
+// where the list ends. A client that asks for a chunked answer gets it in as many frames as it
+// takes (all but the last marked More); any other gets one frame, or an error when one frame
+// cannot hold the list.
+func (a *Agent) handleList(_ context.Context, s *session, req *agentapi.Envelope) (*agentapi.Envelope, error) {
 	list, seq := a.snapshot()
 	set := a.policies.Current()
 	for i := range list {
-		a.withPolicies(&list[i], set)
+		a.withPolicies(&list[i], set) // before slimming: matching sees every annotation
+		list[i] = slimContainer(list[i])
 	}
-	return &agentapi.Envelope{Type: agentapi.TypeContainers, Seq: seq, PolicyGeneration: set.Generation, Containers: list}, nil
+	answer := func(cs []agentapi.Container, more bool) *agentapi.Envelope {
+		return &agentapi.Envelope{Type: agentapi.TypeContainers, Seq: seq, PolicyGeneration: set.Generation, Containers: cs, More: more}
+	}
+	chunks, size, err := chunkContainers(list)
+	if err != nil {
+		return nil, err
+	}
+	if !req.Chunked {
+		if size > agentapi.MaxFrame-listEnvelopeSlack {
+			return nil, fmt.Errorf("the list of %d containers (%d bytes) does not fit in one %d-byte frame: use a karmor client that asks for chunked lists (see docs/agent-socket.md)",
+				len(list), size, agentapi.MaxFrame)
+		}
+		return answer(list, false), nil
+	}
+	for _, chunk := range chunks[:len(chunks)-1] {
+		if !a.write(s, answer(chunk, true)) {
+			return nil, nil
+		}
+	}
+	return answer(chunks[len(chunks)-1], false), nil
 }
+
+// listEnvelopeSlack is room in a frame for a list answer's envelope around its containers.
+const listEnvelopeSlack = 4 << 10
 
 // handleGet answers one container by id, name or unique id prefix; none is an empty answer, an
 // ambiguous key an error naming the candidates.
@@ -358,12 +384,12 @@ func (a *Agent) handleWatch(ctx context.Context, s *session, req *agentapi.Envel
 	}
 	for {
 		select {
-		case env, ok := <-w.ch:
+		case e, ok := <-w.ch:
 			if !ok {
 				a.write(s, errorEnvelope(w.reason))
 				return nil, nil
 			}
-			if !a.write(s, a.forWatcher(env)) {
+			if !a.write(s, a.forWatcher(w.took(e))) {
 				unsubscribe()
 				return nil, nil
 			}

@@ -8,36 +8,47 @@ import (
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
-// drainSpool applies the spooled events oldest first (Source=spool) and deletes each file once
-// applied; a file that does not decode is quarantined (renamed *.bad) and logged. A spooled start
-// whose process is already gone is dropped rather than applied: the container it describes no
-// longer exists, and its stop may have been lost with the agent. It runs at start and then every
+// drainSpool applies the spooled events oldest first (Source=spool), reading and applying one
+// file at a time so that a large spool never sits in memory, and deletes each file once applied;
+// a file that does not decode is quarantined (renamed *.bad) and logged. A spooled start whose
+// process is already gone is dropped rather than applied: the container it describes no longer
+// exists, and its stop may have been lost with the agent. It runs at start and then every
 // SpoolScanInterval, so that events spooled by hooks that timed out against a busy agent are
-// still applied. It returns how many files were applied and quarantined.
+// still applied. It also exports the count of events hooks dropped from a full spool. It returns
+// how many files were applied and quarantined.
 func (a *Agent) drainSpool() (applied, quarantined int) {
-	entries, err := agentapi.ReadSpool(a.cfg.SpoolDir)
+	if n, err := agentapi.SpoolDropped(a.cfg.SpoolDir); err != nil {
+		a.log.Warn("cannot read the spool's dropped-events count", "dir", a.cfg.SpoolDir, "err", err)
+	} else {
+		a.metrics.spoolDropped.Set(float64(n))
+	}
+	paths, err := agentapi.SpoolFiles(a.cfg.SpoolDir)
 	if err != nil {
 		a.metrics.errors.WithLabelValues(errKindSpool).Inc()
 		a.log.Error("cannot read the spool; events left by hooks wait there", "dir", a.cfg.SpoolDir, "err", err)
 		return 0, 0
 	}
-	for _, e := range entries {
-		if a.stuckSpool[e.Path] {
+	for _, path := range paths {
+		if a.stuckSpool[path] {
 			continue
 		}
-		if e.Err != nil {
+		event, err := agentapi.ReadSpoolFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // a hook removed it to make room
+		}
+		if err != nil {
 			a.metrics.spoolReplays.WithLabelValues("quarantined").Inc()
 			quarantined++
-			if qerr := agentapi.Quarantine(e.Path); qerr != nil {
-				a.stuckSpool[e.Path] = true
+			if qerr := agentapi.Quarantine(path); qerr != nil {
+				a.stuckSpool[path] = true
 				a.metrics.errors.WithLabelValues(errKindSpool).Inc()
-				a.log.Error("cannot quarantine an undecodable spool file; remove it by hand", "file", e.Path, "decode_err", e.Err, "err", qerr)
+				a.log.Error("cannot quarantine an undecodable spool file; remove it by hand", "file", path, "decode_err", err, "err", qerr)
 				continue
 			}
-			a.log.Warn("quarantined an undecodable spool file", "file", e.Path+".bad", "err", e.Err)
+			a.log.Warn("quarantined an undecodable spool file", "file", path+".bad", "err", err)
 			continue
 		}
-		ev := *e.Event
+		ev := *event
 		ev.Source = agentapi.SourceSpool
 		if ev.Kind == agentapi.KindStart && !a.alive(ev.Container.PID, ev.Container.PIDStart) {
 			a.metrics.spoolReplays.WithLabelValues("stale").Inc()
@@ -47,10 +58,10 @@ func (a *Agent) drainSpool() (applied, quarantined int) {
 			a.metrics.spoolReplays.WithLabelValues("applied").Inc()
 			applied++
 		}
-		if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			a.stuckSpool[e.Path] = true
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.stuckSpool[path] = true
 			a.metrics.errors.WithLabelValues(errKindSpool).Inc()
-			a.log.Error("applied a spooled event but cannot remove its file; remove it by hand", "file", e.Path, "err", err)
+			a.log.Error("applied a spooled event but cannot remove its file; remove it by hand", "file", path, "err", err)
 		}
 	}
 	if len(a.stuckSpool) > 0 {

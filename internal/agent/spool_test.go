@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,5 +114,75 @@ func TestSpoolRescanWhileRunning(t *testing.T) {
 	waitFor(t, "the raced start to be consumed", func() bool { _, err := os.Stat(p); return os.IsNotExist(err) })
 	if c, err := cl.Get(ctx, "raced"); err == nil {
 		t.Fatalf("a stopped container was resurrected by its late start: %+v", c)
+	}
+}
+
+// gaugeValue reads a metric without labels from the agent's registry by name (NaN when absent).
+func gaugeValue(t testing.TB, a *Agent, name string) float64 {
+	t.Helper()
+	families, err := a.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return math.NaN()
+}
+
+// karmord exports the count of events hooks dropped from a full spool, at start and at every
+// rescan (issue 12 item 7).
+func TestSpoolDroppedEventsExported(t *testing.T) {
+	cfg, _ := testConfig(t)
+	cfg.SpoolScanInterval = 20 * time.Millisecond
+	writeCount := func(n int) {
+		if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(cfg.SpoolDir, ".count")
+		if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%020d\n", n)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(cfg.SpoolDir, "dropped")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCount(3)
+	a := runAgent(t, cfg)
+	if got := gaugeValue(t, a, "karmord_spool_dropped_events"); got != 3 {
+		t.Fatalf("karmord_spool_dropped_events = %v at start, want 3", got)
+	}
+	writeCount(5)
+	waitFor(t, "the rescan to read the new count", func() bool { return gaugeValue(t, a, "karmord_spool_dropped_events") == 5 })
+}
+
+// What survives a full spool is applied: the newer start and every stop.
+func TestSpoolCappedByHooksReplays(t *testing.T) {
+	cfg, _ := testConfig(t)
+	pid, start := selfProcess(t)
+	base := time.Now().Add(-time.Minute)
+	limits := agentapi.SpoolLimits{Files: 2, Bytes: 1 << 20}
+	for i, e := range []agentapi.Event{
+		{Kind: agentapi.KindStart, Container: agentapi.Container{ID: "old", PID: pid, PIDStart: start}},
+		{Kind: agentapi.KindStart, Container: agentapi.Container{ID: "new", PID: pid, PIDStart: start}},
+		{Kind: agentapi.KindStop, Container: agentapi.Container{ID: "gone"}},
+	} {
+		e.Time = base.Add(time.Duration(i) * time.Second)
+		if _, err := agentapi.Spool(cfg.SpoolDir, &e, limits); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := runAgent(t, cfg)
+	list, err := client(cfg).List(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids(list) != "new" || gaugeValue(t, a, "karmord_spool_dropped_events") != 1 {
+		t.Fatalf("table %q, dropped %v; want the newer start only and 1 dropped", ids(list), gaugeValue(t, a, "karmord_spool_dropped_events"))
+	}
+	if left, _ := agentapi.SpoolFiles(cfg.SpoolDir); len(left) != 0 {
+		t.Fatalf("spool not drained: %v", left)
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/karmor/karmor/pkg/agentapi"
 )
@@ -23,52 +24,92 @@ import (
 // Sequence numbers keep increasing across restarts (see seq.go), so a number from before a
 // restart is "older than the ring", never confused with a new event.
 type stream struct {
-	ring  []*agentapi.Envelope // circular; ring[first] is the oldest of count envelopes
+	ring  []streamed // circular; ring[first] is the oldest of count envelopes
 	first int
 	count int
 	head  uint64 // the latest assigned sequence number
+	// bytes is the estimated size of the retained envelopes; the ring evicts its oldest ones to
+	// keep it within maxBytes, whatever its number of entries. maxBytes also bounds how far (in
+	// bytes) a watcher may fall behind.
+	bytes    int
+	maxBytes int
 
 	watchers map[*watcher]struct{}
 	buffer   int
 }
 
-// watcher is one subscribed connection. Its channel is closed when the stream drops it; reason
-// then says why (read after the channel is closed, which orders it after the write).
-type watcher struct {
-	ch     chan *agentapi.Envelope
-	reason string
+// streamed is one envelope of the stream with its estimated size.
+type streamed struct {
+	env  *agentapi.Envelope
+	size int
 }
 
-func newStream(ringSize, buffer int, head uint64) *stream {
-	return &stream{ring: make([]*agentapi.Envelope, ringSize), head: head, watchers: map[*watcher]struct{}{}, buffer: buffer}
+// watcher is one subscribed connection. Its channel is closed when the stream drops it; reason
+// then says why (read after the channel is closed, which orders it after the write). pending is
+// the size of the envelopes in its channel: the stream adds, the watcher's sender subtracts.
+type watcher struct {
+	ch      chan streamed
+	reason  string
+	pending atomic.Int64
+}
+
+// took is what the watcher's sender calls for each envelope it takes from the channel: the
+// envelope no longer counts against the watcher's byte budget.
+func (w *watcher) took(e streamed) *agentapi.Envelope {
+	w.pending.Add(-int64(e.size))
+	return e.env
+}
+
+func newStream(ringSize, ringBytes, buffer int, head uint64) *stream {
+	return &stream{ring: make([]streamed, ringSize), maxBytes: ringBytes, head: head, watchers: map[*watcher]struct{}{}, buffer: buffer}
 }
 
 // publish numbers env (an event today; other envelope types, such as policy-set changes, can
 // share the stream), retains it and hands it to every watcher without ever blocking: a watcher
-// whose buffer is full is dropped and told to resume. It returns how many watchers were dropped.
-// env must not be modified afterwards: watchers share it.
+// whose buffer is full, in entries or bytes, is dropped and told to resume. It returns how many
+// watchers were dropped. env must not be modified afterwards: watchers share it.
 func (s *stream) publish(env *agentapi.Envelope) (dropped int) {
 	s.head++
 	env.V = agentapi.Version
 	env.Seq = s.head
-	if len(s.ring) > 0 {
-		if s.count < len(s.ring) {
-			s.ring[(s.first+s.count)%len(s.ring)] = env
-			s.count++
-		} else {
-			s.ring[s.first] = env
-			s.first = (s.first + 1) % len(s.ring)
-		}
-	}
+	e := streamed{env: env, size: envelopeSize(env)}
+	s.retain(e)
 	for w := range s.watchers {
+		if w.pending.Load()+int64(e.size) > int64(s.maxBytes) {
+			s.drop(w, fmt.Sprintf("watcher fell behind by more than %d bytes of events (seq %d was not sent); watch again from the last seq received", s.maxBytes, env.Seq))
+			dropped++
+			continue
+		}
 		select {
-		case w.ch <- env:
+		case w.ch <- e:
+			w.pending.Add(int64(e.size))
 		default:
 			s.drop(w, fmt.Sprintf("watcher fell behind by more than %d events (seq %d was not sent); watch again from the last seq received", s.buffer, env.Seq))
 			dropped++
 		}
 	}
 	return dropped
+}
+
+// retain adds e to the ring, evicting the oldest envelopes to keep within the ring's entries and
+// bytes. An envelope larger than the whole byte budget empties the ring and is not retained
+// itself: oldest() then says that nothing before the next event can be resumed from.
+func (s *stream) retain(e streamed) {
+	if len(s.ring) == 0 {
+		return
+	}
+	for s.count > 0 && (s.count == len(s.ring) || s.bytes+e.size > s.maxBytes) {
+		s.bytes -= s.ring[s.first].size
+		s.ring[s.first] = streamed{}
+		s.first = (s.first + 1) % len(s.ring)
+		s.count--
+	}
+	if e.size > s.maxBytes {
+		return
+	}
+	s.ring[(s.first+s.count)%len(s.ring)] = e
+	s.count++
+	s.bytes += e.size
 }
 
 // oldest is the oldest retained sequence number (head+1 when none is retained).
@@ -87,12 +128,12 @@ func (s *stream) subscribe(from uint64) ([]*agentapi.Envelope, *watcher, error) 
 	}
 	var backlog []*agentapi.Envelope
 	for i := 0; i < s.count; i++ {
-		env := s.ring[(s.first+i)%len(s.ring)]
+		env := s.ring[(s.first+i)%len(s.ring)].env
 		if env.Seq > from {
 			backlog = append(backlog, env)
 		}
 	}
-	w := &watcher{ch: make(chan *agentapi.Envelope, s.buffer)}
+	w := &watcher{ch: make(chan streamed, s.buffer)}
 	s.watchers[w] = struct{}{}
 	return backlog, w, nil
 }

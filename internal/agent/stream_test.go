@@ -24,8 +24,8 @@ func seqs(envs []*agentapi.Envelope) []uint64 {
 }
 
 func TestStreamResume(t *testing.T) {
-	s := newStream(4, 8, 100) // numbers continue above 100, as after a restart
-	publishN(s, 6)            // 101..106; the ring keeps 103..106
+	s := newStream(4, 1<<20, 8, 100) // numbers continue above 100, as after a restart
+	publishN(s, 6)                   // 101..106; the ring keeps 103..106
 	if s.head != 106 || s.oldest() != 103 {
 		t.Fatalf("head %d oldest %d, want 106 and 103", s.head, s.oldest())
 	}
@@ -73,7 +73,7 @@ func equalU64(a, b []uint64) bool {
 }
 
 func TestStreamLiveEventsFollowBacklog(t *testing.T) {
-	s := newStream(16, 8, 0)
+	s := newStream(16, 1<<20, 8, 0)
 	publishN(s, 3)
 	backlog, w, err := s.subscribe(1)
 	if err != nil {
@@ -82,7 +82,7 @@ func TestStreamLiveEventsFollowBacklog(t *testing.T) {
 	publishN(s, 2)
 	got := seqs(backlog)
 	for range 2 {
-		got = append(got, (<-w.ch).Seq)
+		got = append(got, w.took(<-w.ch).Seq)
 	}
 	if !equalU64(got, []uint64{2, 3, 4, 5}) {
 		t.Fatalf("backlog then live: %v, want 2..5 without gap or duplicate", got)
@@ -92,7 +92,7 @@ func TestStreamLiveEventsFollowBacklog(t *testing.T) {
 // TestSlowWatcherIsDroppedNotWaitedFor checks that publishing never blocks on a watcher that does
 // not read: the watcher is dropped with a reason once its buffer is full.
 func TestSlowWatcherIsDroppedNotWaitedFor(t *testing.T) {
-	s := newStream(16, 4, 0)
+	s := newStream(16, 1<<20, 4, 0)
 	_, slow, _ := s.subscribe(0)
 	_, fast, _ := s.subscribe(0)
 	var fastGot []uint64
@@ -102,7 +102,7 @@ func TestSlowWatcherIsDroppedNotWaitedFor(t *testing.T) {
 		}
 		select {
 		case env := <-fast.ch:
-			fastGot = append(fastGot, env.Seq)
+			fastGot = append(fastGot, fast.took(env).Seq)
 		default:
 			t.Fatal("the reading watcher missed an event")
 		}

@@ -28,6 +28,8 @@ type containersOptions struct {
 	watch   bool
 	fromSeq uint64
 	timeout time.Duration
+	// annotations asks for every container's annotations whole, which a list carries only slim.
+	annotations bool
 }
 
 func newContainersCommand() *cobra.Command {
@@ -45,9 +47,14 @@ With -w, watch instead, one line each (JSON lines with -o json), until interrupt
 live containers ("listed"), then every start and stop after them, without a gap or a repeat,
 and every change of karmord's policy sources ("policy", or "policy-error" when a source
 failed and its last good policies stay in force). Each line carries its sequence number;
---from-seq N resumes after event N instead of listing (0: the recent events karmord retains).`,
+--from-seq N resumes after event N instead of listing (0: the recent events karmord retains).
+
+A listing and the watch carry each container's annotations only up to 1 KiB per value and 4 KiB
+per container; "annotations_omitted" in JSON counts the ones left out. 'karmor containers ID'
+shows one container's annotations whole, and --annotations (with -o json) every container's.`,
 		Example: `  karmor containers
   karmor containers web1 -o json
+  karmor containers -o json --annotations
   karmor containers -w
   karmor containers -w -o json --from-seq 1234`,
 		Args: cobra.MaximumNArgs(1),
@@ -57,6 +64,9 @@ failed and its last good policies stay in force). Each line carries its sequence
 			}
 			if o.watch && len(args) > 0 {
 				return usagef("-w streams every container's events; it takes no container argument")
+			}
+			if o.annotations && (o.watch || o.output != "json") {
+				return usagef("--annotations applies to a listing with -o json (watched events carry annotations slim)")
 			}
 			if !o.watch && cmd.Flags().Changed("from-seq") {
 				return usagef("--from-seq only applies with -w")
@@ -85,6 +95,7 @@ failed and its last good policies stay in force). Each line carries its sequence
 	f.StringVarP(&o.output, "output", "o", o.output, "output format: table or json")
 	f.BoolVarP(&o.watch, "watch", "w", false, "stream container events until interrupted")
 	f.Uint64Var(&o.fromSeq, "from-seq", 0, "with -w, resume after this event sequence number instead of listing first (0: from the retained events)")
+	f.BoolVar(&o.annotations, "annotations", false, "with -o json, every container's annotations whole (a listing cuts them to 1 KiB per value, 4 KiB per container)")
 	f.DurationVar(&o.timeout, "timeout", o.timeout, "how long to wait for karmord's answer (not for -w)")
 	return cmd
 }
@@ -104,9 +115,15 @@ func containersAgentError(socket string, err error) error {
 }
 
 func listContainers(ctx context.Context, o containersOptions, out io.Writer) error {
-	list, err := agentapi.NewClient(o.socket).List(ctx)
+	cl := agentapi.NewClient(o.socket)
+	list, err := cl.List(ctx)
 	if err != nil {
 		return containersAgentError(o.socket, err)
+	}
+	if o.annotations {
+		if err := fetchAnnotations(ctx, cl, list); err != nil {
+			return containersAgentError(o.socket, err)
+		}
 	}
 	if o.output == "json" {
 		views := make([]containerView, len(list))
@@ -116,6 +133,27 @@ func listContainers(ctx context.Context, o containersOptions, out io.Writer) err
 		return writeJSON(out, views)
 	}
 	return writeContainerTable(out, list)
+}
+
+// fetchAnnotations replaces the slim annotations of the listed containers that had some left out
+// with all of them, asking karmord for each such container. A container that stopped since the
+// listing keeps its slim annotations (and its annotations_omitted count).
+func fetchAnnotations(ctx context.Context, cl *agentapi.Client, list []agentapi.Container) error {
+	for i := range list {
+		c := &list[i]
+		if c.AnnotationsOmitted == 0 {
+			continue
+		}
+		whole, err := cl.Get(ctx, c.ID)
+		if errors.Is(err, agentapi.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c.Annotations, c.AnnotationsOmitted = whole.Annotations, whole.AnnotationsOmitted
+	}
+	return nil
 }
 
 // warnFailingPolicySources tells, under the table, which of karmord's policy sources are failing:
@@ -239,6 +277,8 @@ type containerView struct {
 	AppArmor      string            `json:"apparmor_profile,omitempty"`
 	Privileged    bool              `json:"privileged,omitempty"`
 	Annotations   map[string]string `json:"annotations,omitempty"`
+	// AnnotationsOmitted counts the annotations a listing or a watched event leaves out.
+	AnnotationsOmitted int `json:"annotations_omitted,omitempty"`
 	// KubeArmor is whether KubeArmor has the container, when karmord feeds it.
 	KubeArmor string `json:"kubearmor,omitempty"`
 }
@@ -247,7 +287,7 @@ func containerViewOf(c *agentapi.Container) containerView {
 	v := containerView{ID: c.ID, Name: c.Name, PID: c.PID, Namespaces: c.Namespaces, Pod: c.Pod, Namespace: c.Namespace,
 		Labels: c.Labels, Image: c.Image, Source: c.Source, ContainerName: c.ContainerName, PodUID: c.PodUID, PIDStart: c.PIDStart,
 		CgroupPath: c.CgroupPath, Created: c.Created, Bundle: c.Bundle, AppArmor: c.AppArmor, Privileged: c.Privileged, Annotations: c.Annotations,
-		KubeArmor: c.KubeArmor}
+		AnnotationsOmitted: c.AnnotationsOmitted, KubeArmor: c.KubeArmor}
 	if v.Namespaces == nil {
 		v.Namespaces = map[string]uint64{}
 	}

@@ -84,7 +84,7 @@ func TestHookUsageErrors(t *testing.T) {
 	cases := [][]string{
 		{"hook"},
 		{"hook", "install"},
-		{"hook", "install", "--runtime", "docker"},
+		{"hook", "install", "--runtime", "lxc"},
 		{"hook", "install", "--runtime", "podman", "--hook-path", "relative/karmor-hook"},
 		{"hook", "install", "--runtime", "podman", "--timeout", "0s"},
 		{"hook", "uninstall"},

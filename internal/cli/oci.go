@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/karmor/karmor/internal/oci"
+	"github.com/karmor/karmor/internal/signing"
 )
 
 func init() { subcommands = append(subcommands, newOCICommand) }
@@ -37,7 +38,7 @@ References are read as Docker reads them: "team/policies" is docker.io/team/poli
 			return usagef("oci needs a subcommand; see 'karmor oci --help'")
 		},
 	}
-	cmd.AddCommand(newOCIPushCommand(), newOCIPullCommand(), newOCIInspectCommand())
+	cmd.AddCommand(newOCIPushCommand(), newOCIPullCommand(), newOCIInspectCommand(), newOCISignCommand(), newOCIVerifyCommand())
 	return cmd
 }
 
@@ -158,6 +159,7 @@ func (s sizeFlag) Set(v string) error {
 
 type ociPushFlags struct {
 	registryFlags
+	signFlags
 	files        []string
 	annotations  []string
 	source       string
@@ -185,7 +187,7 @@ to get exactly these files, whatever the tag later points to.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runOCIPush(cmd, &o) },
 	}
 	f := cmd.Flags()
-	o.add(f)
+	o.registryFlags.add(f)
 	f.StringArrayVarP(&o.files, "file", "f", nil, "policy file or directory (repeatable, required)")
 	f.StringArrayVar(&o.annotations, "annotation", nil, "manifest annotation KEY=VALUE (repeatable)")
 	f.StringVar(&o.source, "source", "", "URL of the policies' source, as the org.opencontainers.image.source annotation")
@@ -194,6 +196,7 @@ to get exactly these files, whatever the tag later points to.`,
 	f.StringVar(&o.created, "created", "", "creation time, RFC 3339 (default now; a fixed time makes pushes of the same files reproducible)")
 	f.BoolVar(&o.skipValidate, "skip-validate", false, "push files without validating them")
 	f.Var(sizeFlag{&o.maxFileSize}, "max-layer-size", "largest policy file accepted (pull refuses larger layers unless given the same)")
+	o.signFlags.add(f, "sign-key")
 	return cmd
 }
 
@@ -221,6 +224,16 @@ func runOCIPush(cmd *cobra.Command, o *ociPushFlags) error {
 			return usagef("--created %q: want an RFC 3339 time such as 2026-01-02T15:04:05Z", o.created)
 		}
 	}
+	if o.legacy && o.key == "" {
+		return usagef("--legacy-signature goes with --sign-key")
+	}
+	var key *signing.PrivateKey
+	if o.key != "" {
+		// Before anything is pushed: a wrong password must not leave an unsigned artifact.
+		if key, err = o.loadKey(cmd); err != nil {
+			return err
+		}
+	}
 	files, err := oci.LoadFiles(o.files, o.maxFileSize)
 	if err != nil {
 		return err
@@ -231,6 +244,16 @@ func runOCIPush(cmd *cobra.Command, o *ociPushFlags) error {
 	if err != nil {
 		return err
 	}
+	var signed *signing.Signed
+	if key != nil {
+		repo, err := oci.NewRepository(ref, o.transport)
+		if err != nil {
+			return err
+		}
+		if signed, err = signing.Sign(ctx, repo, res.Manifest, key, signing.SignOptions{Legacy: o.legacy}); err != nil {
+			return fmt.Errorf("pushed %s but could not sign it: %w", res.Reference, err)
+		}
+	}
 	out := cmd.OutOrStdout()
 	if o.format == "json" {
 		type layer struct {
@@ -239,19 +262,25 @@ func runOCIPush(cmd *cobra.Command, o *ociPushFlags) error {
 			Size   int64  `json:"size"`
 		}
 		result := struct {
-			Reference string  `json:"reference"`
-			Digest    string  `json:"digest"`
-			MediaType string  `json:"mediaType"`
-			Size      int64   `json:"size"`
-			Uploaded  int     `json:"uploaded"`
-			Files     []layer `json:"files"`
-		}{res.Reference.String(), res.Manifest.Digest.String(), res.Manifest.MediaType, res.Manifest.Size, res.Uploaded, nil}
+			Reference string          `json:"reference"`
+			Digest    string          `json:"digest"`
+			MediaType string          `json:"mediaType"`
+			Size      int64           `json:"size"`
+			Uploaded  int             `json:"uploaded"`
+			Files     []layer         `json:"files"`
+			Signature *signing.Signed `json:"signature,omitempty"`
+		}{res.Reference.String(), res.Manifest.Digest.String(), res.Manifest.MediaType, res.Manifest.Size, res.Uploaded, nil, signed}
 		for _, l := range res.Layers {
 			result.Files = append(result.Files, layer{l.Annotations[oci.AnnotationTitle], l.Digest.String(), l.Size})
 		}
 		return writeJSON(out, result)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "Pushed %d policy files (%d new blobs) to %s\n", len(res.Layers), res.Uploaded, ref)
+	if signed != nil {
+		if err := writeSigned(cmd, "text", res.Reference, signed); err != nil {
+			return err
+		}
+	}
 	_, err = fmt.Fprintln(out, res.Reference)
 	return err
 }
@@ -260,6 +289,7 @@ func runOCIPush(cmd *cobra.Command, o *ociPushFlags) error {
 
 type ociPullFlags struct {
 	registryFlags
+	trustFlags
 	output       string
 	skipValidate bool
 	fetch        oci.FetchOptions
@@ -281,11 +311,12 @@ Files DIR already holds with the same content are not downloaded again.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runOCIPull(cmd, &o) },
 	}
 	f := cmd.Flags()
-	o.add(f)
+	o.registryFlags.add(f)
 	f.StringVarP(&o.output, "output", "o", o.output, "directory to write the policy files into")
 	f.BoolVar(&o.skipValidate, "skip-validate", false, "write the files without validating them")
 	f.Var(sizeFlag{&o.fetch.MaxLayerSize}, "max-layer-size", "largest policy layer accepted")
 	f.Var(sizeFlag{&o.fetch.MaxTotalSize}, "max-total-size", "largest total of all policy layers accepted")
+	o.trustFlags.add(f, "verify-key")
 	return cmd
 }
 
@@ -297,10 +328,19 @@ func runOCIPull(cmd *cobra.Command, o *ociPullFlags) error {
 	if o.output == "" {
 		return usagef("-o/--output must name a directory")
 	}
+	trust, err := o.trust()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := o.context(cmd)
 	defer cancel()
 	o.fetch.Concurrency = o.transport.Concurrency
-	res, err := oci.Pull(ctx, ref, o.output, oci.PullOptions{Transport: o.transport, Fetch: o.fetch, SkipValidate: o.skipValidate})
+	opts := oci.PullOptions{Transport: o.transport, Fetch: o.fetch, SkipValidate: o.skipValidate}
+	var verified *signing.Verification
+	if trust != nil {
+		opts.Verify = verifier(trust, func(v *signing.Verification) { verified = v })
+	}
+	res, err := oci.Pull(ctx, ref, o.output, opts)
 	if err != nil {
 		return err
 	}
@@ -318,7 +358,11 @@ func runOCIPull(cmd *cobra.Command, o *ociPullFlags) error {
 			Digest    string `json:"digest"`
 			Directory string `json:"directory"`
 			Files     []file `json:"files"`
+			SignedBy  string `json:"signedBy,omitempty"`
 		}{Reference: res.Reference.String(), Digest: res.Manifest.Digest.String(), Directory: o.output}
+		if verified != nil {
+			result.SignedBy = verified.SignedBy
+		}
 		for _, f := range res.Files {
 			result.Files = append(result.Files, file{f.Name, f.Path, f.Digest.String(), f.Size, f.Unchanged})
 		}
@@ -332,6 +376,9 @@ func runOCIPull(cmd *cobra.Command, o *ociPullFlags) error {
 		} else {
 			fmt.Fprintln(out, f.Path)
 		}
+	}
+	if verified != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "Verified %s: %s signature by %s\n", res.Reference, verified.Format, verified.SignedBy)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "Pulled %s: %d policy files, %d written, %d unchanged\n",
 		res.Reference, len(res.Files), len(res.Files)-unchanged, unchanged)
@@ -359,7 +406,7 @@ and verified as pull does, but nothing is written.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runOCIInspect(cmd, &o) },
 	}
 	f := cmd.Flags()
-	o.add(f)
+	o.registryFlags.add(f)
 	f.Var(sizeFlag{&o.fetch.MaxLayerSize}, "max-layer-size", "largest policy layer accepted")
 	f.Var(sizeFlag{&o.fetch.MaxTotalSize}, "max-total-size", "largest total of all policy layers accepted")
 	return cmd

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -53,7 +54,11 @@ func newPolicyListCommand() *cobra.Command {
 		Long: `Show the policy set karmord has in force: every policy (kind, namespace/name, what it
 selects), the source it came from (a directory, or REF@DIGEST of an OCI artifact) and when it was
 loaded; and every source with its state and its last error. A failing source keeps its last good
-policies in force.
+policies in force. When karmord sends KubeArmor its policies (--kubearmor-policy-addr), the
+KUBEARMOR column shows KubeArmor's answer for each: Applied, Invalid (KubeArmor refuses it
+outside Kubernetes), NotEnabled, Failure, Pending, Away (KubeArmor not reachable) or NotSent
+(karmord cannot send it: cluster and network policies, a name already taken), with the reason
+below the table.
 
 Exit status: 0 when karmord answered, even if a source is failing (see "failing" in -o json);
 1 when karmord cannot be reached.`,
@@ -90,6 +95,11 @@ func newPolicyExplainCommand() *cobra.Command {
 which policies apply, why each other one does not (another namespace, a label missing, a NotIn
 expression matched, ...), and the effective rules of the applying policies with the action and
 severity each has once KubeArmor's inheritance is resolved.
+
+When karmord sends KubeArmor its policies, each verdict shows KubeArmor's state of the policy,
+and "! KubeArmor differs" where KubeArmor, matching as it does outside Kubernetes (matchLabels
+only, kubearmor.io/container.name as an unanchored regular expression, namespaces ignored, the
+host known only by its name), decides otherwise for this container or node.
 
 With --node, explain host policies (and network policies with a nodeSelector) for the node
 karmord runs on, as its --node-name and --node-label flags describe it.`,
@@ -181,6 +191,11 @@ func writePolicyState(out io.Writer, s *agentapi.PolicyState) error {
 		}
 		tw.Flush()
 		for _, src := range s.Sources {
+			if src.SignedBy != "" {
+				fmt.Fprintf(&b, "%s: in force signed by %s\n", src.Name, src.SignedBy)
+			}
+		}
+		for _, src := range s.Sources {
 			if src.LastError != "" {
 				when := "last error"
 				if !src.Failing {
@@ -197,18 +212,37 @@ func writePolicyState(out io.Writer, s *agentapi.PolicyState) error {
 		for _, src := range s.Sources {
 			inForce[src.Name] = src.Location
 		}
+		// The KUBEARMOR column is there when karmord sends KubeArmor policies.
+		fed := slices.ContainsFunc(s.Policies, func(p agentapi.PolicyInfo) bool { return p.KubeArmor != "" })
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KIND\tNAMESPACE/NAME\tSELECTS\tRULES\tSOURCE\tFILE\tLOADED")
+		header := "KIND\tNAMESPACE/NAME\tSELECTS\tRULES\tSOURCE\tFILE\tLOADED"
+		if fed {
+			header += "\tKUBEARMOR"
+		}
+		fmt.Fprintln(tw, header)
 		for _, p := range s.Policies {
 			// The sources' table names the directory or REF@DIGEST; the file is shown within it.
 			file := p.File
 			if loc := inForce[p.Source]; loc != "" && strings.HasPrefix(file, loc+"/") {
 				file = file[len(loc)+1:]
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Kind, policyName(p.Namespace, p.Name), p.Selects, p.Rules, containerDash(p.Source),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s", p.Kind, policyName(p.Namespace, p.Name), p.Selects, p.Rules, containerDash(p.Source),
 				containerDash(file), policyTime(p.LoadedAt))
+			if fed {
+				fmt.Fprintf(tw, "\t%s", containerDash(p.KubeArmor))
+			}
+			fmt.Fprintln(tw)
 		}
 		tw.Flush()
+		// Why KubeArmor does not enforce a policy, once per policy.
+		for _, p := range s.Policies {
+			if p.KubeArmorDetail != "" {
+				fmt.Fprintf(&b, "\nKubeArmor: %s %s: %s: %s", p.Kind, policyName(p.Namespace, p.Name), p.KubeArmor, p.KubeArmorDetail)
+			}
+		}
+		if fed && slices.ContainsFunc(s.Policies, func(p agentapi.PolicyInfo) bool { return p.KubeArmorDetail != "" }) {
+			b.WriteString("\n")
+		}
 	}
 	if len(s.Duplicates) > 0 {
 		fmt.Fprintf(&b, "\nDefined more than once (every copy applies): %s\n", strings.Join(s.Duplicates, ", "))
@@ -277,9 +311,16 @@ func writeExplanation(out io.Writer, e *agentapi.Explanation) error {
 			if v.Applies {
 				verdict = "APPLIES"
 			}
-			fmt.Fprintf(&b, "%-14s  %s %s (selects %s)\n", verdict, v.Kind, policyName(v.Namespace, v.Name), v.Selects)
+			fmt.Fprintf(&b, "%-14s  %s %s (selects %s)", verdict, v.Kind, policyName(v.Namespace, v.Name), v.Selects)
+			if v.KubeArmor != "" {
+				fmt.Fprintf(&b, " [KubeArmor: %s]", v.KubeArmor)
+			}
+			b.WriteString("\n")
 			for _, r := range v.Reasons {
 				fmt.Fprintf(&b, "%-14s    - %s\n", "", r)
+			}
+			if v.KubeArmorDiffers != "" {
+				fmt.Fprintf(&b, "%-14s    ! KubeArmor differs: %s\n", "", v.KubeArmorDiffers)
 			}
 		}
 	}

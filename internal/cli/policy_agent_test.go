@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/karmor/karmor/internal/agent"
+	"github.com/karmor/karmor/internal/kubearmor/kapolicytest"
 	"github.com/karmor/karmor/internal/testutil"
 	"github.com/karmor/karmor/pkg/agentapi"
 )
@@ -338,6 +339,110 @@ func TestPolicyAgentUsageAndErrors(t *testing.T) {
 		code, _, errOut := containersCLI(args...)
 		if code != ExitFailure || !strings.Contains(errOut, "is karmord running?") {
 			t.Errorf("%v: exit %d, %s", args, code, errOut)
+		}
+	}
+}
+
+// webNameYAML selects the container named "web" outside Kubernetes: karmor matches the name
+// exactly, KubeArmor as an unanchored regular expression (so web1 too).
+const webNameYAML = `apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: web-name
+spec:
+  selector:
+    matchLabels:
+      kubearmor.io/container.name: web
+  file:
+    matchPaths:
+    - path: /etc/passwd
+  action: Block
+`
+
+const clusterYAML = `apiVersion: security.kubearmor.com/v1
+kind: KubeArmorClusterPolicy
+metadata:
+  name: prod-shadow
+spec:
+  selector:
+    matchExpressions:
+    - key: namespace
+      operator: In
+      values: [prod]
+  file:
+    matchPaths:
+    - path: /etc/shadow
+  action: Block
+`
+
+// TestPolicyListAndExplainShowKubeArmor: with karmord sending KubeArmor policies (a stand-in
+// PolicyService here), `policy list` has a KUBEARMOR column and says why a policy is not sent,
+// and `policy explain` shows KubeArmor's state per verdict and where its non-Kubernetes
+// matching differs from karmor's: web1's app=web is an annotation, which the container feed
+// does not send as a label, and web-name's container name is a regular expression there.
+func TestPolicyListAndExplainShowKubeArmor(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{"a.yaml": blockShellYAML, "b.yaml": webNameYAML, "c.yaml": clusterYAML} {
+		writePolicyFile(t, filepath.Join(dir, name), content)
+	}
+	ka := kapolicytest.New(nil)
+	addr, _ := kapolicytest.Serve(t, "127.0.0.1:0", ka)
+	sock, _ := startConfiguredAgent(t, func(c *agent.Config) {
+		c.PolicyDirs = []string{dir}
+		c.KubeArmorPolicyAddr = addr
+	})
+	reportToAgent(t, sock, outsideWeb())
+
+	deadline := time.Now().Add(10 * time.Second)
+	var s agentapi.PolicyState
+	for {
+		cliJSON(t, &s, "policy", "list", "--socket", sock, "-o", "json")
+		if len(s.Policies) == 3 && s.Policies[0].KubeArmor == "Applied" && s.Policies[1].KubeArmor == "Applied" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("KubeArmor states: %+v", s.Policies)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p := s.Policies[2]; p.KubeArmor != "NotSent" || !strings.Contains(p.KubeArmorDetail, "cluster policies") {
+		t.Errorf("cluster policy: %+v", p)
+	}
+	code, out, errOut := containersCLI("policy", "list", "--socket", sock)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"KUBEARMOR", "Applied", "NotSent", "KubeArmor: KubeArmorClusterPolicy prod-shadow: NotSent: not sent to KubeArmor: KubeArmor outside Kubernetes takes no cluster policies"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("list text lacks %q:\n%s", want, out)
+		}
+	}
+
+	var e agentapi.Explanation
+	cliJSON(t, &e, "policy", "explain", "web1", "--socket", sock, "-o", "json")
+	differs := map[string]string{}
+	for _, v := range e.Verdicts {
+		differs[v.Name] = v.KubeArmorDiffers
+		if v.KubeArmor == "" {
+			t.Errorf("%s: no KubeArmor state", v.Name)
+		}
+	}
+	if d := differs["block-shell"]; !strings.HasPrefix(d, "KubeArmor does not apply it: app=web is not among the labels karmord sends KubeArmor") {
+		t.Errorf("block-shell: %q", d)
+	}
+	if d := differs["web-name"]; !strings.HasPrefix(d, "KubeArmor applies it:") || !strings.Contains(d, "unanchored") {
+		t.Errorf("web-name: %q", d)
+	}
+	if d := differs["prod-shadow"]; d != "" {
+		t.Errorf("prod-shadow applies nowhere outside Kubernetes, in karmor and KubeArmor alike: %q", d)
+	}
+	code, out, errOut = containersCLI("policy", "explain", "web1", "--socket", sock)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"[KubeArmor: Applied]", "! KubeArmor differs: KubeArmor does not apply it: app=web", "[KubeArmor: NotSent]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain text lacks %q:\n%s", want, out)
 		}
 	}
 }

@@ -18,10 +18,10 @@ const MaxStorageIndexBytes = 8 << 20
 // neither in the OCI config or state: they live in containers/storage's index,
 // <graphroot>/<driver>-containers/containers.json (or volatile-containers.json), beside the
 // container's bundle <graphroot>/<driver>-containers/<id>/userdata. It does nothing for
-// containers whose io.container.manager annotation is not "libpod", and refuses any bundle not
+// containers that are not Podman's (see DetectRuntime), and refuses any bundle not
 // laid out that way, so that it never reads an arbitrary file.
 func ReadLibpodIdentity(c *agentapi.Container) error {
-	if c.Annotations[AnnotationManager] != ManagerLibpod || c.Name != "" && c.Image != "" {
+	if RuntimeOf(c) != RuntimePodman || c.Name != "" && c.Image != "" {
 		return nil
 	}
 	if !filepath.IsAbs(c.Bundle) || filepath.Clean(c.Bundle) != c.Bundle ||

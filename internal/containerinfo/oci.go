@@ -1,43 +1,59 @@
 package containerinfo
 
 import (
-	"encoding/json"
 	"maps"
 	"sort"
 	"strings"
-	"time"
 
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/karmor/karmor/pkg/agentapi"
 )
 
-// Annotations that carry a container's identity. Runtimes and orchestrators each use their own.
+// Annotations that carry a container's identity. Runtimes and orchestrators each use their own;
+// which of them are believed depends on the runtime that created the container (see identity.go
+// and docs/identity.md).
 const (
-	// KubeArmor's explicit container name wins over every other source.
+	// AnnotationKubeArmorName names a container outside Kubernetes, as KubeArmor's
+	// non-Kubernetes mode does.
 	AnnotationKubeArmorName = "kubearmor.io/container.name"
-	// Pod labels as a JSON object, added by karmor's NRI plugin; ignored when CRI-O's are there.
-	AnnotationPodLabels = "karmor.io/pod-labels"
 
-	// CRI-O.
+	// Added by karmor-nri (internal/nri) under containerd and CRI-O. They are believed only when
+	// AnnotationContainerID equals the container's id: a pod's annotations are fixed before the
+	// runtime draws the id, so only a plugin that ran for this very container can write it.
+	AnnotationContainerID  = "karmor.io/container-id"
+	AnnotationPodLabels    = "karmor.io/pod-labels" // the pod's labels as a JSON object
+	AnnotationPodName      = "karmor.io/pod-name"
+	AnnotationPodNamespace = "karmor.io/pod-namespace"
+	AnnotationPodUID       = "karmor.io/pod-uid"
+
+	// CRI-O: the pod's keys are kubelet's container labels, which CRI-O writes after the pod's
+	// own annotations; the rest are CRI-O's own.
 	AnnotationCRIOPodName       = "io.kubernetes.pod.name"
 	AnnotationCRIOPodNamespace  = "io.kubernetes.pod.namespace"
 	AnnotationCRIOPodUID        = "io.kubernetes.pod.uid"
 	AnnotationCRIOContainerName = "io.kubernetes.container.name"
+	AnnotationCRIOContainerID   = "io.kubernetes.cri-o.ContainerID"
 	AnnotationCRIOLabels        = "io.kubernetes.cri-o.Labels"
 	AnnotationCRIOImageName     = "io.kubernetes.cri-o.ImageName"
 	// AnnotationCRIOCreated is an RFC 3339 time; Podman sets it too.
 	AnnotationCRIOCreated = "io.kubernetes.cri-o.Created"
+	// AnnotationCRIOPrefix starts every key CRI-O writes for itself.
+	AnnotationCRIOPrefix = "io.kubernetes.cri-o."
 
-	// containerd's CRI plugin.
+	// containerd's CRI plugin, written after the pod's passed-through annotations.
+	AnnotationCRIContainerType = "io.kubernetes.cri.container-type"
 	AnnotationCRIPodName       = "io.kubernetes.cri.sandbox-name"
 	AnnotationCRIPodNamespace  = "io.kubernetes.cri.sandbox-namespace"
 	AnnotationCRIPodUID        = "io.kubernetes.cri.sandbox-uid"
 	AnnotationCRIContainerName = "io.kubernetes.cri.container-name"
 	AnnotationCRIImageName     = "io.kubernetes.cri.image-name"
+	// AnnotationCRIPrefix starts every key containerd's CRI plugin writes.
+	AnnotationCRIPrefix = "io.kubernetes.cri."
 
-	// AnnotationManager is "libpod" for Podman's containers.
+	// AnnotationManager is "cri-o" for CRI-O's containers and "libpod" for Podman's.
 	AnnotationManager = "io.container.manager"
+	ManagerCRIO       = "cri-o"
 	ManagerLibpod     = "libpod"
 )
 
@@ -77,24 +93,7 @@ func FromOCI(state *rspec.State, spec *rspec.Spec) agentapi.Container {
 
 	// Identity comes from the full merged set, so that a huge unrelated annotation cannot push
 	// the pod's name out of the bounded copy.
-	first := func(keys ...string) string {
-		for _, k := range keys {
-			if v := merged[k]; v != "" && len(v) <= MaxValueBytes {
-				return v
-			}
-		}
-		return ""
-	}
-	c.Pod = first(AnnotationCRIOPodName, AnnotationCRIPodName)
-	c.Namespace = first(AnnotationCRIOPodNamespace, AnnotationCRIPodNamespace)
-	c.PodUID = first(AnnotationCRIOPodUID, AnnotationCRIPodUID)
-	c.ContainerName = first(AnnotationCRIOContainerName, AnnotationCRIContainerName)
-	c.Image = first(AnnotationCRIOImageName, AnnotationCRIImageName)
-	c.Name = first(AnnotationKubeArmorName, AnnotationCRIOContainerName, AnnotationCRIContainerName)
-	if t, err := time.Parse(time.RFC3339Nano, merged[AnnotationCRIOCreated]); err == nil {
-		c.Created = t.UTC()
-	}
-	c.Labels = podLabels(merged)
+	identify(&c, merged)
 
 	if spec != nil {
 		if spec.Process != nil {
@@ -106,27 +105,6 @@ func FromOCI(state *rspec.State, spec *rspec.Spec) agentapi.Container {
 		}
 	}
 	return c
-}
-
-// podLabels returns the pod's labels, bounded like annotations: CRI-O's label annotation when it is
-// there, else karmor's pod-labels annotation (added by karmor-nri under containerd). CRI-O's wins
-// and the two are never merged because CRI-O copies a pod's own annotations into the spec: a pod
-// could otherwise write karmor.io/pod-labels itself and choose which policies select it. Under
-// containerd, karmor-nri overwrites whatever the pod wrote there. Malformed JSON is ignored:
-// labels are an optional refinement, not a reason to lose the event.
-func podLabels(ann map[string]string) map[string]string {
-	for _, key := range []string{AnnotationCRIOLabels, AnnotationPodLabels} {
-		raw, ok := ann[key]
-		if !ok {
-			continue
-		}
-		var m map[string]string
-		if len(raw) > MaxValueBytes || json.Unmarshal([]byte(raw), &m) != nil || len(m) == 0 {
-			return nil
-		}
-		return boundMap(m, MaxLabels, MaxLabelValueBytes, 0)
-	}
-	return nil
 }
 
 // BoundAnnotations returns a copy of m within the annotation bounds (nil when empty).

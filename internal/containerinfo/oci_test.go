@@ -2,6 +2,7 @@ package containerinfo
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -11,14 +12,16 @@ import (
 
 func TestFromOCICRIO(t *testing.T) {
 	state := &rspec.State{ID: "c1", Pid: 7, Bundle: "/run/b", Annotations: map[string]string{
-		"io.kubernetes.pod.name":         "web-0",
-		"io.kubernetes.pod.namespace":    "shop",
-		"io.kubernetes.pod.uid":          "uid-1",
-		"io.kubernetes.container.name":   "nginx",
-		"io.kubernetes.cri-o.Labels":     `{"app":"web","io.kubernetes.pod.name":"web-0"}`,
-		"io.kubernetes.cri-o.ImageName":  "docker.io/library/nginx:1.27",
-		"io.kubernetes.cri-o.Created":    "2025-01-02T03:04:05.123456789Z",
-		"unrelated.example.com/whatever": "x",
+		"io.container.manager":            "cri-o",
+		"io.kubernetes.cri-o.ContainerID": "c1",
+		"io.kubernetes.pod.name":          "web-0",
+		"io.kubernetes.pod.namespace":     "shop",
+		"io.kubernetes.pod.uid":           "uid-1",
+		"io.kubernetes.container.name":    "nginx",
+		"io.kubernetes.cri-o.Labels":      `{"app":"web","io.kubernetes.pod.name":"web-0"}`,
+		"io.kubernetes.cri-o.ImageName":   "docker.io/library/nginx:1.27",
+		"io.kubernetes.cri-o.Created":     "2025-01-02T03:04:05.123456789Z",
+		"unrelated.example.com/whatever":  "x",
 	}}
 	spec := &rspec.Spec{
 		Process: &rspec.Process{ApparmorProfile: "crio-default"},
@@ -56,16 +59,22 @@ func TestFromOCICRIO(t *testing.T) {
 }
 
 func TestFromOCIContainerdAndPodLabels(t *testing.T) {
-	// containerd puts its annotations in config.json; karmor's NRI plugin adds the pod labels.
+	// containerd puts its annotations in config.json; karmor's NRI plugin adds the pod's.
 	spec := &rspec.Spec{Annotations: map[string]string{
+		"io.kubernetes.cri.container-type":    "container",
 		"io.kubernetes.cri.sandbox-name":      "api-7d9",
 		"io.kubernetes.cri.sandbox-namespace": "prod",
 		"io.kubernetes.cri.sandbox-uid":       "u-2",
 		"io.kubernetes.cri.container-name":    "api",
 		"io.kubernetes.cri.image-name":        "registry.example/api:v2",
+		"karmor.io/container-id":              "c2",
 		"karmor.io/pod-labels":                `{"app":"api","tier":"backend"}`,
+		"karmor.io/pod-name":                  "api-7d9",
+		"karmor.io/pod-namespace":             "prod",
+		"karmor.io/pod-uid":                   "u-2",
 	}}
-	c := FromOCI(&rspec.State{ID: "c2", Pid: 9}, spec)
+	bundle := "/run/containerd/io.containerd.runtime.v2.task/k8s.io/c2"
+	c := FromOCI(&rspec.State{ID: "c2", Pid: 9, Bundle: bundle}, spec)
 	if c.Pod != "api-7d9" || c.Namespace != "prod" || c.PodUID != "u-2" || c.ContainerName != "api" ||
 		c.Name != "api" || c.Image != "registry.example/api:v2" {
 		t.Fatalf("identity %+v", c)
@@ -74,40 +83,53 @@ func TestFromOCIContainerdAndPodLabels(t *testing.T) {
 		t.Fatalf("labels %v", c.Labels)
 	}
 	// The state's annotations overlay the config's.
-	c = FromOCI(&rspec.State{ID: "c2", Annotations: map[string]string{"io.kubernetes.cri.sandbox-name": "other"}}, spec)
+	c = FromOCI(&rspec.State{ID: "c2", Bundle: bundle, Annotations: map[string]string{"karmor.io/pod-name": "other"}}, spec)
 	if c.Pod != "other" {
 		t.Errorf("state annotation did not win: pod %q", c.Pod)
 	}
 }
 
-func TestFromOCINamePrecedenceAndBadLabels(t *testing.T) {
+func TestFromOCINameAndBadLabels(t *testing.T) {
+	// Outside Kubernetes the name is KubeArmor's annotation; Kubernetes' keys mean nothing.
 	c := FromOCI(&rspec.State{ID: "c3", Annotations: map[string]string{
 		"kubearmor.io/container.name":  "explicit",
 		"io.kubernetes.container.name": "k8s-name",
-		"karmor.io/pod-labels":         `{"app":`,    // malformed: ignored
-		"io.kubernetes.cri-o.Labels":   `["a","b"]`,  // wrong shape: ignored
-		"io.kubernetes.cri-o.Created":  "not a time", // ignored
 	}}, nil)
-	if c.Name != "explicit" || c.ContainerName != "k8s-name" {
+	if c.Name != "explicit" || c.ContainerName != "" {
+		t.Errorf("name %q container name %q", c.Name, c.ContainerName)
+	}
+	crio := func(id string, extra map[string]string) map[string]string {
+		m := map[string]string{"io.container.manager": "cri-o", "io.kubernetes.cri-o.ContainerID": id,
+			"io.kubernetes.container.name": "k8s-name", "kubearmor.io/container.name": "explicit"}
+		maps.Copy(m, extra)
+		return m
+	}
+	c = FromOCI(&rspec.State{ID: "c4", Annotations: crio("c4", map[string]string{
+		"io.kubernetes.cri-o.Labels":  `["a","b"]`,  // wrong shape: ignored
+		"io.kubernetes.cri-o.Created": "not a time", // ignored
+	})}, nil)
+	// In a pod the runtime names the container; a pod's annotation does not.
+	if c.Name != "k8s-name" || c.ContainerName != "k8s-name" {
 		t.Errorf("name %q container name %q", c.Name, c.ContainerName)
 	}
 	if c.Labels != nil || !c.Created.IsZero() {
 		t.Errorf("malformed labels or time were used: %v %v", c.Labels, c.Created)
 	}
-	// Under CRI-O a pod's own annotations reach the spec, so karmor.io/pod-labels is the pod's
-	// word, not the runtime's: CRI-O's labels win and nothing of the other is merged in.
-	c = FromOCI(&rspec.State{ID: "c4", Annotations: map[string]string{
+	// Under CRI-O a pod's own annotations reach the spec, so karmor.io/pod-labels without
+	// karmor-nri's proof (its container id) is the pod's word: CRI-O's labels win, nothing merged.
+	c = FromOCI(&rspec.State{ID: "c4", Annotations: crio("c4", map[string]string{
 		"io.kubernetes.cri-o.Labels": `{"app":"web","x":"1"}`,
 		"karmor.io/pod-labels":       `{"app":"trusted","extra":"y"}`,
-	}}, nil)
+		"karmor.io/container-id":     "c3",
+	})}, nil)
 	if c.Labels["app"] != "web" || c.Labels["x"] != "1" || len(c.Labels) != 2 {
 		t.Errorf("labels %v, want CRI-O's alone", c.Labels)
 	}
 	// A malformed CRI-O label annotation does not let the pod's annotation stand in for it.
-	c = FromOCI(&rspec.State{ID: "c5", Annotations: map[string]string{
+	c = FromOCI(&rspec.State{ID: "c5", Annotations: crio("c5", map[string]string{
 		"io.kubernetes.cri-o.Labels": `{"app":`,
 		"karmor.io/pod-labels":       `{"app":"trusted"}`,
-	}}, nil)
+	})}, nil)
 	if c.Labels != nil {
 		t.Errorf("labels %v, want none", c.Labels)
 	}
@@ -115,6 +137,8 @@ func TestFromOCINamePrecedenceAndBadLabels(t *testing.T) {
 
 func TestFromOCIBounds(t *testing.T) {
 	ann := map[string]string{
+		"io.container.manager":             "cri-o",
+		"io.kubernetes.cri-o.ContainerID":  "c5",
 		"io.kubernetes.pod.name":           "p",
 		strings.Repeat("k", MaxKeyBytes+1): "long key",
 		"big":                              strings.Repeat("v", MaxValueBytes+1),
@@ -126,7 +150,7 @@ func TestFromOCIBounds(t *testing.T) {
 	for i := range 2 * MaxLabels {
 		labels[fmt.Sprintf("l%04d", i)] = "v"
 	}
-	ann["karmor.io/pod-labels"] = mustJSON(t, labels)
+	ann["io.kubernetes.cri-o.Labels"] = mustJSON(t, labels)
 	c := FromOCI(&rspec.State{ID: "c5", Annotations: ann}, nil)
 	if len(c.Annotations) != MaxAnnotations {
 		t.Errorf("kept %d annotations, want %d", len(c.Annotations), MaxAnnotations)

@@ -107,9 +107,10 @@ func TestReadSpecSummary(t *testing.T) {
 		"ociVersion": "1.0.2",
 		"process": map[string]any{"args": []string{"sh"}, "apparmorProfile": "p", "env": []string{"A=1"},
 			"capabilities": map[string]any{"bounding": all, "effective": all}},
-		"linux":       map[string]any{"cgroupsPath": "/k/c", "namespaces": []map[string]string{{"type": "pid"}}},
-		"annotations": map[string]string{"io.kubernetes.pod.name": "p1", "karmor.io/pod-labels": `{"a":"b"}`},
-		"mounts":      []map[string]any{{"destination": "/proc", "type": "proc"}},
+		"linux": map[string]any{"cgroupsPath": "/k/c", "namespaces": []map[string]string{{"type": "pid"}}},
+		"annotations": map[string]string{"io.container.manager": "cri-o", "io.kubernetes.cri-o.ContainerID": "x",
+			"io.kubernetes.pod.name": "p1", "io.kubernetes.cri-o.Labels": `{"a":"b"}`},
+		"mounts": []map[string]any{{"destination": "/proc", "type": "proc"}},
 	}))
 	full, err := ReadSpec(dir)
 	if err != nil {

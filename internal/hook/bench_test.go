@@ -20,7 +20,7 @@ func BenchmarkRun(b *testing.B) {
 		up   bool
 	}{{"agent-up", true}, {"agent-down", false}} {
 		b.Run(tc.name, func(b *testing.B) {
-			s := newScene(b, map[string]string{"io.kubernetes.pod.name": "web-0", "io.kubernetes.pod.namespace": "shop"}, nil)
+			s := newScene(b, crioAnnotations("c1", map[string]string{"io.kubernetes.pod.name": "web-0", "io.kubernetes.pod.namespace": "shop"}), nil)
 			socket := filepath.Join(b.TempDir(), "none.sock")
 			if tc.up {
 				agent := hooktest.Start(b)

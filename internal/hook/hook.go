@@ -131,8 +131,13 @@ func Run(ctx context.Context, opts Options, stdin io.Reader, logger *slog.Logger
 		return out
 	}
 	out.Err = err
-	path, serr := agentapi.SpoolEvent(opts.SpoolDir, ev)
+	spooled, serr := agentapi.Spool(opts.SpoolDir, ev, agentapi.DefaultSpoolLimits)
+	path := spooled.Path
 	out.SpoolPath = path
+	if len(spooled.Evicted) > 0 {
+		logger.Warn("the spool is full; dropped the oldest spooled starts to make room (counted in the spool's dropped file)",
+			"dropped", spooled.Evicted, "spool", opts.SpoolDir)
+	}
 	level, verdict := slog.LevelWarn, "the container starts (fail-open)"
 	switch {
 	case ev.Kind == agentapi.KindStop:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -85,7 +86,16 @@ type scene struct {
 
 func newScene(t testing.TB, specAnnotations, stateAnnotations map[string]string) *scene {
 	t.Helper()
-	s := &scene{bundle: t.TempDir(), proc: t.TempDir(), pid: 4321}
+	return newSceneAt(t, t.TempDir(), "c1", specAnnotations, stateAnnotations)
+}
+
+// newSceneAt is newScene for container id with its bundle in the directory bundle (created).
+func newSceneAt(t testing.TB, bundle, id string, specAnnotations, stateAnnotations map[string]string) *scene {
+	t.Helper()
+	if err := os.MkdirAll(bundle, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := &scene{bundle: bundle, proc: t.TempDir(), pid: 4321}
 	spec := rspec.Spec{
 		Version:     rspec.Version,
 		Process:     &rspec.Process{Args: []string{"sh"}, ApparmorProfile: "karmor-test"},
@@ -105,7 +115,7 @@ func newScene(t testing.TB, specAnnotations, stateAnnotations map[string]string)
 	}
 	write(t, filepath.Join(dir, "cgroup"), "0::/karmor/c1\n")
 	write(t, filepath.Join(s.proc, "uptime"), "5000.00 9000.00\n")
-	s.state = rspec.State{Version: rspec.Version, ID: "c1", Status: rspec.StateCreating, Pid: s.pid, Bundle: s.bundle, Annotations: stateAnnotations}
+	s.state = rspec.State{Version: rspec.Version, ID: id, Status: rspec.StateCreating, Pid: s.pid, Bundle: s.bundle, Annotations: stateAnnotations}
 	return s
 }
 
@@ -141,15 +151,24 @@ func writeJSON(t testing.TB, path string, v any) {
 	write(t, path, string(b))
 }
 
+// crioAnnotations returns ann with the keys by which CRI-O is told for container id.
+func crioAnnotations(id string, ann map[string]string) map[string]string {
+	out := map[string]string{"io.container.manager": "cri-o", "io.kubernetes.cri-o.ContainerID": id}
+	maps.Copy(out, ann)
+	return out
+}
+
 func quietLogger(buf *bytes.Buffer, verbose bool) *slog.Logger { return newLogger(buf, verbose) }
 
 func TestStartDelivered(t *testing.T) {
 	agent := hooktest.Start(t)
 	s := newScene(t, map[string]string{
-		"io.kubernetes.pod.name":       "web-0",
-		"io.kubernetes.pod.namespace":  "shop",
-		"io.kubernetes.container.name": "nginx",
-		"karmor.io/pod-labels":         `{"app":"web"}`,
+		"io.container.manager":            "cri-o",
+		"io.kubernetes.cri-o.ContainerID": "c1",
+		"io.kubernetes.pod.name":          "web-0",
+		"io.kubernetes.pod.namespace":     "shop",
+		"io.kubernetes.container.name":    "nginx",
+		"io.kubernetes.cri-o.Labels":      `{"app":"web"}`,
 	}, map[string]string{"io.kubernetes.pod.uid": "u1"})
 	spool := t.TempDir()
 	var logs bytes.Buffer
@@ -290,7 +309,7 @@ func TestFailClosedAndAllowLists(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newScene(t, map[string]string{"io.kubernetes.pod.namespace": "karmor"}, ann)
+			s := newScene(t, crioAnnotations("c1", map[string]string{"io.kubernetes.pod.namespace": "karmor"}), ann)
 			spool := t.TempDir()
 			opts := s.opts(missing, spool, append(tc.args, tc.stage)...)
 			var logs bytes.Buffer
@@ -338,7 +357,7 @@ func TestMalformedStdin(t *testing.T) {
 
 func TestMissingConfigStillReports(t *testing.T) {
 	agent := hooktest.Start(t)
-	s := newScene(t, nil, map[string]string{"io.kubernetes.pod.name": "p"})
+	s := newScene(t, nil, crioAnnotations("c1", map[string]string{"io.kubernetes.pod.name": "p"}))
 	if err := os.Remove(filepath.Join(s.bundle, "config.json")); err != nil {
 		t.Fatal(err)
 	}
@@ -408,5 +427,154 @@ func TestMainLogFileAndUsage(t *testing.T) {
 	stdout.Reset()
 	if code := Main([]string{"--version"}, s.stdin(t), &stdout, &stderr); code != ExitOK || !strings.HasPrefix(stdout.String(), "karmor-hook ") {
 		t.Errorf("version: exit %d stdout %q", code, stdout.String())
+	}
+}
+
+// A workload that adds another runtime's identity keys to its annotations (containerd passes a
+// pod's through, CRI-O copies them, `podman --annotation` sets any) keeps its true identity, and
+// `--fail-closed --allow-namespace kube-system` does not let it start as kube-system's
+// (issue 12 item 1). Each case is a bundle as its runtime lays it out.
+func TestSpoofedIdentityKeepsTrueIdentity(t *testing.T) {
+	const id = "9d2c41a7e0b3"
+	missing := filepath.Join(t.TempDir(), "no.sock")
+	agent := hooktest.Start(t)
+	containerd := map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-namespace": "tenant-a",
+		"io.kubernetes.cri.sandbox-name": "web-1", "io.kubernetes.cri.sandbox-uid": "u-1", "io.kubernetes.cri.container-name": "main"}
+	nri := map[string]string{"karmor.io/container-id": id, "karmor.io/pod-namespace": "tenant-a", "karmor.io/pod-name": "web-1",
+		"karmor.io/pod-uid": "u-1", "karmor.io/pod-labels": `{"app":"web"}`}
+	crio := crioAnnotations(id, map[string]string{"io.kubernetes.pod.namespace": "tenant-a", "io.kubernetes.pod.name": "web-1",
+		"io.kubernetes.pod.uid": "u-1", "io.kubernetes.container.name": "main", "io.kubernetes.cri-o.Labels": `{"app":"web"}`})
+	crioSpoofs := map[string]string{"io.kubernetes.pod.namespace": "kube-system", "io.kubernetes.cri-o.Labels": `{"app":"trusted"}`}
+	cdSpoofs := map[string]string{"io.kubernetes.cri.sandbox-namespace": "kube-system", "io.kubernetes.cri.container-type": "container"}
+	nriSpoofs := map[string]string{"karmor.io/pod-namespace": "kube-system", "karmor.io/pod-labels": `{"app":"trusted"}`, "karmor.io/container-id": "guessed"}
+	all := func(sets ...map[string]string) map[string]string {
+		out := map[string]string{}
+		for _, s := range sets {
+			maps.Copy(out, s)
+		}
+		return out
+	}
+	cases := []struct {
+		name, bundle      string
+		ann               map[string]string
+		namespace, labels string
+	}{
+		{"containerd with karmor-nri", "io.containerd.runtime.v2.task/k8s.io/" + id, all(crioSpoofs, containerd, nri), "tenant-a", `{"app":"web"}`},
+		{"containerd without NRI", "io.containerd.runtime.v2.task/k8s.io/" + id, all(crioSpoofs, nriSpoofs, containerd), "tenant-a", "null"},
+		{"CRI-O hooks.d", "overlay-containers/" + id + "/userdata", all(cdSpoofs, nriSpoofs, crio), "tenant-a", `{"app":"web"}`},
+		{"CRI-O with karmor-nri", "overlay-containers/" + id + "/userdata",
+			all(cdSpoofs, crio, map[string]string{"io.kubernetes.cri-o.Labels": `{"io.kubernetes.pod.name":"web-1"}`}, nri), "tenant-a", `{"app":"web"}`},
+		{"Podman", "overlay-containers/" + id + "/userdata",
+			all(crioSpoofs, cdSpoofs, nriSpoofs, map[string]string{"io.container.manager": "libpod", "karmor.io/container-id": id}), "", "null"},
+		{"Podman claiming CRI-O", "overlay-containers/" + id + "/userdata",
+			all(crioSpoofs, map[string]string{"io.container.manager": "cri-o", "io.kubernetes.cri-o.ContainerID": "guessed"}), "", "null"},
+		{"plain runc", "bundle", all(crioSpoofs, cdSpoofs, nriSpoofs), "", "null"},
+		{"containerd outside CRI", "io.containerd.runtime.v2.task/default/" + id, all(crioSpoofs, cdSpoofs), "", "null"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSceneAt(t, filepath.Join(t.TempDir(), tc.bundle), id, tc.ann, nil)
+			var logs bytes.Buffer
+			if out := Run(context.Background(), s.opts(agent.Socket, t.TempDir(), "createRuntime"), s.stdin(t), quietLogger(&logs, false), time.Now()); !out.Delivered {
+				t.Fatalf("not delivered: %+v\n%s", out, logs.String())
+			}
+			c := agent.Next(t, 5*time.Second).Container
+			labels, _ := json.Marshal(c.Labels)
+			if c.Namespace != tc.namespace || string(labels) != tc.labels {
+				t.Errorf("namespace %q labels %s, want %q %s", c.Namespace, labels, tc.namespace, tc.labels)
+			}
+			allow := func(ns string) int {
+				opts := s.opts(missing, t.TempDir(), "--fail-closed", "--allow-namespace", ns, "createRuntime")
+				return Run(context.Background(), opts, s.stdin(t), quietLogger(&logs, false), time.Now()).ExitCode(opts)
+			}
+			if got := allow("kube-system"); got != ExitFailed {
+				t.Errorf("--fail-closed --allow-namespace kube-system: exit %d, want %d (the spoof was allow-listed)", got, ExitFailed)
+			}
+			if tc.namespace != "" {
+				if got := allow(tc.namespace); got != ExitOK {
+					t.Errorf("--allow-namespace %s, its true namespace: exit %d", tc.namespace, got)
+				}
+			}
+		})
+	}
+}
+
+// With a command line that cannot be parsed, --fail-closed is read as Go's flag package reads a
+// bool flag, so that --fail-closed=1 does not let containers start (issue 12 item 6).
+func TestBrokenCommandLineFailClosedSpellings(t *testing.T) {
+	cases := map[string]int{"": ExitUsage}
+	for _, v := range []string{"1", "t", "T", "TRUE", "true", "True"} {
+		cases["="+v] = ExitUsage
+	}
+	for _, v := range []string{"0", "f", "F", "FALSE", "false", "False"} {
+		cases["="+v] = ExitOK
+	}
+	cases["=yes"] = ExitUsage // not a bool: the line asked for the flag; stay closed
+	for suffix, want := range cases {
+		for _, dashes := range []string{"-", "--"} {
+			args := []string{"--bogus", dashes + "fail-closed" + suffix, "createRuntime"}
+			var stdout, stderr bytes.Buffer
+			if got := Main(args, strings.NewReader("{}"), &stdout, &stderr); got != want {
+				t.Errorf("%q: exit %d, want %d", args, got, want)
+			}
+			// The same spelling on a line that parses means the same to the flag package.
+			if o, err := ParseArgs(args[1:]); err == nil && o.FailClosed != (want == ExitUsage) {
+				t.Errorf("%q parses to fail-closed=%v, yet a broken line reads it as %v", args[1:], o.FailClosed, want == ExitUsage)
+			}
+		}
+	}
+	// As with flag, the last occurrence wins.
+	for args, want := range map[string]int{
+		"--fail-closed=1 --fail-closed=0": ExitOK,
+		"--fail-closed=0 --fail-closed":   ExitUsage,
+		"--fail-closed=F -fail-closed=t":  ExitUsage,
+		"--fail-closedx=1 ---fail-closed": ExitOK,
+	} {
+		var stdout, stderr bytes.Buffer
+		if got := Main(append([]string{"--bogus"}, strings.Fields(args)...), strings.NewReader("{}"), &stdout, &stderr); got != want {
+			t.Errorf("%q: exit %d, want %d", args, got, want)
+		}
+	}
+}
+
+// A full spool: the hook drops the oldest spooled start to make room, never a stop, drops its
+// own event when only stops are left, and logs and counts each drop (issue 12 item 7). The
+// spool's files here are empty but named as 256 MiB ones: names carry sizes.
+func TestFullSpoolDropsAndLogs(t *testing.T) {
+	s := newScene(t, nil, nil)
+	spool := t.TempDir()
+	missing := filepath.Join(t.TempDir(), "no.sock")
+	full := agentapi.DefaultSpoolLimits.Bytes
+	oldStart := filepath.Join(spool, fmt.Sprintf("%020d-start-%d-old-1.event", 1, full))
+	oldStop := filepath.Join(spool, fmt.Sprintf("%020d-stop-%d-gone-2.event", 2, full))
+	write(t, oldStart, "")
+	run := func(stage string) (*Outcome, string) {
+		var logs bytes.Buffer
+		out := Run(context.Background(), s.opts(missing, spool, stage), s.stdin(t), quietLogger(&logs, false), time.Now())
+		return out, logs.String()
+	}
+	dropped := func() uint64 {
+		n, err := agentapi.SpoolDropped(spool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	out, logs := run("createRuntime")
+	if _, err := os.Stat(oldStart); !os.IsNotExist(err) || out.SpoolPath == "" || dropped() != 1 || !strings.Contains(logs, "the spool is full") {
+		t.Fatalf("oldest start not replaced: old file %v, outcome %+v, dropped %d, logs:\n%s", err, out, dropped(), logs)
+	}
+	if err := os.Remove(out.SpoolPath); err != nil {
+		t.Fatal(err)
+	}
+	write(t, oldStop, "")
+	for i, stage := range []string{"createRuntime", "poststop"} {
+		out, logs = run(stage)
+		if out.SpoolPath != "" || dropped() != uint64(2+i) || !strings.Contains(logs, "spool full") {
+			t.Errorf("%s into a spool full of stops: outcome %+v, dropped %d, logs:\n%s", stage, out, dropped(), logs)
+		}
+		if _, err := os.Stat(oldStop); err != nil {
+			t.Errorf("%s: the spooled stop was removed: %v", stage, err)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -161,13 +162,27 @@ func ParseArgs(args []string) (Options, error) {
 }
 
 // wantsFailClosed reports whether a command line that did not parse asked to fail closed, so
-// that a broken hook configuration cannot silently open a node that was meant to be closed.
+// that a broken hook configuration cannot silently open a node that was meant to be closed. It
+// reads --fail-closed as Go's flag package would have: -fail-closed or --fail-closed, alone or
+// with =VALUE in any spelling strconv.ParseBool accepts, the last one winning. A value that
+// does not parse (--fail-closed=yes) counts as closed: the operator asked for the flag, and the
+// line is broken anyway.
 func wantsFailClosed(args []string) bool {
+	closed := false
 	for _, a := range args {
-		switch a {
-		case "--fail-closed", "-fail-closed", "--fail-closed=true", "-fail-closed=true":
-			return true
+		if !strings.HasPrefix(a, "-") {
+			continue
 		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		if name != "fail-closed" {
+			continue
+		}
+		if !hasValue {
+			closed = true
+			continue
+		}
+		b, err := strconv.ParseBool(value)
+		closed = err != nil || b
 	}
-	return false
+	return closed
 }

@@ -3,7 +3,8 @@
 // labels.
 //
 // On CreateContainer it answers with an adjustment that adds karmor-hook at createRuntime and
-// poststop and adds annotations with the pod's labels (as JSON), name, namespace and uid. It fails
+// poststop, adds annotations with the container's id and the pod's labels (as JSON), name,
+// namespace and uid, and removes the other runtime's identity keys a pod passed through. It fails
 // open: whatever goes wrong, it answers with no adjustment and logs, because the runtime fails
 // the container's creation on a plugin error. Its answer takes microseconds, far inside NRI's 2 s
 // request timeout. Only this plugin touches the NRI socket; karmord never does.
@@ -29,12 +30,14 @@ import (
 )
 
 // Annotations the plugin adds to each container. karmor-hook reads them through
-// internal/containerinfo (which owns the pod-labels key).
+// internal/containerinfo, which owns them and believes them only when AnnotationContainerID
+// holds the container's own id (see docs/identity.md).
 const (
+	AnnotationContainerID  = containerinfo.AnnotationContainerID
 	AnnotationPodLabels    = containerinfo.AnnotationPodLabels
-	AnnotationPodName      = "karmor.io/pod-name"
-	AnnotationPodNamespace = "karmor.io/pod-namespace"
-	AnnotationPodUID       = "karmor.io/pod-uid"
+	AnnotationPodName      = containerinfo.AnnotationPodName
+	AnnotationPodNamespace = containerinfo.AnnotationPodNamespace
+	AnnotationPodUID       = containerinfo.AnnotationPodUID
 )
 
 // MaxLabelsJSON bounds the pod-labels annotation: containerinfo ignores a larger value, so the
@@ -147,7 +150,42 @@ func Adjust(hook install.HookConfig, pod *api.PodSandbox, ctr *api.Container) (*
 	adj.AddAnnotation(AnnotationPodName, pod.GetName())
 	adj.AddAnnotation(AnnotationPodNamespace, pod.GetNamespace())
 	adj.AddAnnotation(AnnotationPodUID, pod.GetUid())
+	adj.AddAnnotation(AnnotationContainerID, ctr.GetId())
+	for _, key := range foreignIdentityKeys(ctr.GetId(), ctr.GetAnnotations()) {
+		adj.RemoveAnnotation(key)
+	}
 	return adj, nil
+}
+
+// foreignIdentityKeys returns, sorted, the identity keys in a container's annotations that the
+// runtime running it never writes, so they can only be a pod's: CRI-O's and kubelet's keys under
+// containerd, containerd's under CRI-O. containerinfo already ignores them; removing them keeps
+// every other reader of the spec from being fooled too. CRI-O is told by its own record of the
+// container's id, which no pod can know in advance; NRI runs only in CRI-O and containerd, so
+// anything else is containerd.
+func foreignIdentityKeys(id string, ann map[string]string) []string {
+	crio := ann[containerinfo.AnnotationManager] == containerinfo.ManagerCRIO && id != "" &&
+		ann[containerinfo.AnnotationCRIOContainerID] == id
+	var keys []string
+	for k := range ann {
+		var foreign bool
+		if crio {
+			foreign = strings.HasPrefix(k, containerinfo.AnnotationCRIPrefix)
+		} else {
+			switch k {
+			case containerinfo.AnnotationCRIOPodName, containerinfo.AnnotationCRIOPodNamespace, containerinfo.AnnotationCRIOPodUID,
+				containerinfo.AnnotationCRIOContainerName, containerinfo.AnnotationManager:
+				foreign = true
+			default:
+				foreign = strings.HasPrefix(k, containerinfo.AnnotationCRIOPrefix)
+			}
+		}
+		if foreign {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 func toAPIHook(h rspec.Hook) *api.Hook {

@@ -60,9 +60,54 @@ func TestAdjust(t *testing.T) {
 		AnnotationPodName:      "web-1",
 		AnnotationPodNamespace: "shop",
 		AnnotationPodUID:       "uid-1",
+		AnnotationContainerID:  "c1",
 	}
 	if !maps.Equal(ann, want) {
 		t.Fatalf("annotations\n got %v\nwant %v", ann, want)
+	}
+}
+
+// A pod's annotations can carry the other runtime's identity keys (containerd passes them
+// through, CRI-O copies them): the plugin removes them, and only them (issue 12 item 1).
+func TestAdjustRemovesForeignIdentityKeys(t *testing.T) {
+	spoofs := map[string]string{
+		"io.kubernetes.pod.namespace": "kube-system", "io.kubernetes.pod.name": "x", "io.kubernetes.pod.uid": "x",
+		"io.kubernetes.container.name": "x", "io.kubernetes.cri-o.Labels": `{"app":"trusted"}`, "io.container.manager": "cri-o",
+		"io.kubernetes.cri-o.ContainerID": "guessed", "io.kubernetes.cri.sandbox-namespace": "kube-system",
+		"io.kubernetes.pod.terminationGracePeriod": "30", "team": "sec",
+	}
+	removed := func(adj *api.ContainerAdjustment) []string {
+		var keys []string
+		for k := range adj.GetAnnotations() {
+			if key, ok := api.IsMarkedForRemoval(k); ok {
+				keys = append(keys, key)
+			}
+		}
+		slices.Sort(keys)
+		return keys
+	}
+	// containerd: CRI-O's and kubelet's keys are a pod's; containerd's own are left alone.
+	adj, err := Adjust(testHook, testPod(), &api.Container{Id: "c1", Annotations: spoofs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "io.container.manager,io.kubernetes.container.name,io.kubernetes.cri-o.ContainerID,io.kubernetes.cri-o.Labels," +
+		"io.kubernetes.pod.name,io.kubernetes.pod.namespace,io.kubernetes.pod.uid"
+	if got := strings.Join(removed(adj), ","); got != want {
+		t.Errorf("under containerd removed %s\nwant %s", got, want)
+	}
+	// CRI-O, told by its own record of the container's id: containerd's keys are a pod's.
+	crio := maps.Clone(spoofs)
+	crio["io.kubernetes.cri-o.ContainerID"] = "c1"
+	adj, err = Adjust(testHook, testPod(), &api.Container{Id: "c1", Annotations: crio})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(removed(adj), ","); got != "io.kubernetes.cri.sandbox-namespace" {
+		t.Errorf("under CRI-O removed %s", got)
+	}
+	if adj.GetAnnotations()[AnnotationContainerID] != "c1" {
+		t.Errorf("no container id: %v", adj.GetAnnotations())
 	}
 }
 

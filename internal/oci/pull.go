@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/karmor/karmor/internal/readlimit"
 )
@@ -18,6 +19,9 @@ type PullOptions struct {
 	Fetch     FetchOptions
 	// SkipValidate writes the policies without parsing them.
 	SkipValidate bool
+	// Verify, when set, is called with the manifest the reference resolves to before any layer
+	// is fetched; an error stops the pull, nothing written. Exactly that digest is then pulled.
+	Verify func(ctx context.Context, repo *remote.Repository, manifest ocispec.Descriptor) error
 }
 
 // PullResult describes what Pull did.
@@ -49,6 +53,16 @@ func Pull(ctx context.Context, ref Reference, dir string, opts PullOptions) (*Pu
 	repo, err := NewRepository(ref, opts.Transport)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Verify != nil {
+		desc, err := ResolveDigest(ctx, repo, ref)
+		if err != nil {
+			return nil, err
+		}
+		if err := opts.Verify(ctx, repo, desc); err != nil {
+			return nil, fmt.Errorf("%s: nothing was written: %w", ref.Pinned(desc.Digest), err)
+		}
+		ref = ref.Pinned(desc.Digest)
 	}
 	fetch := opts.Fetch
 	fetch.Cached = existingFile(dir, fetch.withDefaults().MaxLayerSize)

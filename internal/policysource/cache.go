@@ -16,6 +16,7 @@ import (
 
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/readlimit"
+	"github.com/karmor/karmor/internal/signing"
 )
 
 // cacheVersion is the format of cache files; a file of another version is ignored.
@@ -28,6 +29,10 @@ type cacheRecord struct {
 	Digest    string      `json:"digest"`    // the manifest digest
 	SavedAt   time.Time   `json:"savedAt"`
 	Files     []cacheFile `json:"files"`
+	// Signature is the signature that verified the content when it was put in force (none when
+	// the source verifies nothing): at start the cache is put in force only if it still verifies
+	// under the trust then configured.
+	Signature *signing.Evidence `json:"signature,omitempty"`
 }
 
 type cacheFile struct {

@@ -64,6 +64,8 @@ type Status struct {
 	// LoadedAt is when the content in force was put in force.
 	LoadedAt  time.Time `json:"loadedAt,omitzero"`
 	FromCache bool      `json:"fromCache,omitempty"`
+	// SignedBy is who signed the content in force, when the source verifies signatures.
+	SignedBy string `json:"signedBy,omitempty"`
 	// LastSuccess is when a check last succeeded (whether or not it found new content).
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
 	// Failing is true when the most recent check failed.
@@ -209,14 +211,14 @@ func (m *Manager) apply(i int, r Result) (changed bool) {
 	case st.content != nil && r.Content.Digest == st.content.Digest:
 		// The same version, confirmed (e.g. the registry still serves what the cache held).
 		st.content = r.Content
-		s.Failing, s.Location, s.FromCache = false, r.Content.Location, r.Content.FromCache
+		s.Failing, s.Location, s.FromCache, s.SignedBy = false, r.Content.Location, r.Content.FromCache, r.Content.SignedBy
 		if !r.Content.FromCache {
 			s.LastSuccess = r.At
 		}
 	default:
 		st.content = r.Content
 		s.Location, s.Digest, s.Policies = r.Content.Location, r.Content.Digest, len(r.Content.Documents)
-		s.LoadedAt, s.FromCache, s.Failing = r.At, r.Content.FromCache, false
+		s.LoadedAt, s.FromCache, s.Failing, s.SignedBy = r.At, r.Content.FromCache, false, r.Content.SignedBy
 		if !r.Content.FromCache {
 			s.LastSuccess = r.At
 		}

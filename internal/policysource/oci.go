@@ -15,6 +15,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/karmor/karmor/internal/oci"
+	"github.com/karmor/karmor/internal/signing"
 	"github.com/karmor/karmor/pkg/policy"
 )
 
@@ -46,6 +47,10 @@ type OCIOptions struct {
 	CacheDir string
 	// Logger receives cache problems that do not stop the source; nil means slog.Default().
 	Logger *slog.Logger
+	// Trust, when it names keys or identities, admits only signed content: a new digest goes in
+	// force only when a trusted signature covers it, and the cache only when the signature it
+	// keeps still verifies.
+	Trust *signing.Trust
 }
 
 // OCI is a policy artifact in a registry, polled for new versions.
@@ -121,11 +126,19 @@ func (o *OCI) Load(context.Context) (*Content, error) {
 		named[i] = namedData{f.Name, f.Data}
 	}
 	location := o.ref.Pinned(digest.Digest(rec.Digest)).String()
+	var signedBy string
+	if o.opts.Trust.Configured() {
+		// The trust may have changed since the cache was written (a key rotated out).
+		signedBy, err = signing.VerifyEvidence(rec.Signature, digest.Digest(rec.Digest), o.opts.Trust)
+		if err != nil {
+			return nil, fmt.Errorf("policy cache of %s is not put in force: it does not verify under the configured trust: %w", location, err)
+		}
+	}
 	docs, err := o.parse(location, named)
 	if err != nil {
 		return nil, fmt.Errorf("policy cache of %s holds invalid policies (%w); it is ignored", o.ref, err)
 	}
-	o.inForce = &Content{Digest: rec.Digest, Location: location, Documents: docs, FromCache: true}
+	o.inForce = &Content{Digest: rec.Digest, Location: location, Documents: docs, FromCache: true, SignedBy: signedBy}
 	o.files = files
 	return o.inForce, nil
 }
@@ -177,6 +190,20 @@ func (o *OCI) poll(ctx context.Context) Result {
 		return Result{Err: o.badErr, At: time.Now()}
 	}
 
+	// Verified before anything else is fetched. A refusal is not remembered like invalid
+	// content is: the signature may be pushed after the artifact, and the next poll sees it.
+	var verified *signing.Verification
+	if o.opts.Trust.Configured() {
+		v, err := signing.Verify(ctx, o.repo, desc, o.opts.Trust)
+		if err != nil {
+			return Result{Err: fmt.Errorf("%s: %w", o.ref.Pinned(desc.Digest), err), At: time.Now()}
+		}
+		if err := v.Err(); err != nil {
+			return Result{Err: fmt.Errorf("%s was not put in force, the last good policies stay: %w", o.ref.Pinned(desc.Digest), err), At: time.Now()}
+		}
+		verified = v
+	}
+
 	fetch := o.opts.Fetch
 	fetch.Cached = func(name string, layer ocispec.Descriptor) ([]byte, bool) {
 		data, ok := o.files[name]
@@ -204,8 +231,13 @@ func (o *OCI) poll(ctx context.Context) Result {
 	o.inForce = &Content{Digest: manifest, Location: location, Documents: docs}
 	o.files = set.Files()
 	o.badDigest, o.badErr = "", nil
+	rec := o.record(manifest, named)
+	if verified != nil {
+		o.inForce.SignedBy = verified.SignedBy
+		rec.Signature = verified.Evidence
+	}
 	if o.opts.CacheDir != "" {
-		if err := writeCache(o.opts.CacheDir, o.record(manifest, named)); err != nil {
+		if err := writeCache(o.opts.CacheDir, rec); err != nil {
 			// The policies are good and go in force; only the next start without the registry
 			// would miss them.
 			o.log.Warn("cannot cache policies; they are in force but a restart without the registry would not have them",

@@ -28,6 +28,8 @@ type Content struct {
 	// FromCache is true for content read from the on-disk cache and not yet confirmed by the
 	// registry.
 	FromCache bool
+	// SignedBy is who signed the content, when the source verifies signatures.
+	SignedBy string
 }
 
 // Result is the outcome of one check of a source.

@@ -2,7 +2,7 @@ package testutil
 
 import (
 	"bufio"
-	"net"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +10,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // The real KubeArmor daemon for tests. scripts/kubearmor-vm/prepare.sh builds it from
@@ -79,7 +83,7 @@ type KubeArmor struct {
 	exited   chan error
 }
 
-// StartKubeArmor starts the real KubeArmor and waits until ka.sock and its gRPC port are served.
+// StartKubeArmor starts the real KubeArmor and waits until it serves ka.sock and answers on gRPC.
 func StartKubeArmor(t testing.TB, opts KubeArmorOptions) *KubeArmor {
 	t.Helper()
 	RequireRoot(t)
@@ -140,7 +144,8 @@ func lockHost(t testing.TB) {
 	t.Cleanup(func() { f.Close() }) // closing releases the lock
 }
 
-// Start runs KubeArmor (again), appending to its log, and returns once it serves ka.sock and gRPC.
+// Start runs KubeArmor (again), appending to its log, and returns once it serves ka.sock and answers
+// on gRPC.
 func (k *KubeArmor) Start(t testing.TB) {
 	t.Helper()
 	if k.cmd != nil {
@@ -151,6 +156,9 @@ func (k *KubeArmor) Start(t testing.TB) {
 		t.Fatal(err)
 	}
 	defer logf.Close() // the child has its own descriptor
+	// A killed KubeArmor leaves its ka.sock behind; the new one replaces it (inode numbers are
+	// reused, change times are not).
+	stale := socketIdentity()
 	cmd := exec.Command(k.bin, k.args...)
 	cmd.Dir = filepath.Join(k.dir, "run")
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -162,14 +170,18 @@ func (k *KubeArmor) Start(t testing.TB) {
 	k.cmd, k.exited = cmd, exited
 	until := time.Now().Add(kubeArmorWait)
 	for {
-		// KubeArmor serves gRPC after it listens on ka.sock, so an open port means this KubeArmor's
-		// socket is in place (a killed one's stale socket file cannot fool the check).
-		if c, err := net.DialTimeout("tcp", KubeArmorGRPCAddr, time.Second); err == nil {
-			c.Close()
-			if fi, err := os.Stat(KubeArmorSocket); err != nil || fi.Mode()&os.ModeSocket == 0 {
-				t.Fatalf("KubeArmor serves gRPC but %s is not a socket (%v)", KubeArmorSocket, err)
+		// KubeArmor listens on its gRPC port long before it serves it (seconds, minutes under
+		// QEMU), so only an answer counts. It serves gRPC after it listens on ka.sock, so an answer
+		// should also mean this KubeArmor's socket is in place; the socket's identity makes sure a
+		// killed one's stale socket file cannot fool the check.
+		if err := kubeArmorAnswers(); err == nil {
+			id := socketIdentity()
+			if id == (syscall.Timespec{}) {
+				t.Fatalf("KubeArmor serves gRPC but %s is not a socket", KubeArmorSocket)
 			}
-			return
+			if id != stale {
+				return
+			}
 		}
 		select {
 		case werr := <-exited:
@@ -181,8 +193,22 @@ func (k *KubeArmor) Start(t testing.TB) {
 			t.Fatalf("KubeArmor did not serve %s and %s within %v:\n%s", KubeArmorSocket, KubeArmorGRPCAddr,
 				kubeArmorWait, TailFile(k.LogPath, 30))
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// kubeArmorAnswers makes one gRPC call to KubeArmor: ProbeService.getProbeData, which it serves in
+// non-Kubernetes mode once its policy service is registered. The answer's content does not matter
+// (it decodes into Empty, its fields kept as unknown), only that one came.
+func kubeArmorAnswers() error {
+	conn, err := grpc.NewClient(KubeArmorGRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return conn.Invoke(ctx, "/policy.ProbeService/getProbeData", &emptypb.Empty{}, &emptypb.Empty{})
 }
 
 // Stop ends KubeArmor with SIGTERM (KILL after a while), if it runs.
@@ -211,4 +237,13 @@ func (k *KubeArmor) signal(t testing.TB, sig syscall.Signal) {
 func (k *KubeArmor) Log() string {
 	b, _ := os.ReadFile(k.LogPath)
 	return string(b)
+}
+
+// socketIdentity tells one ka.sock from another: its change time; zero when there is no socket.
+func socketIdentity() syscall.Timespec {
+	fi, err := os.Stat(KubeArmorSocket)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return syscall.Timespec{}
+	}
+	return fi.Sys().(*syscall.Stat_t).Ctim
 }

@@ -39,9 +39,20 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 
 // roundTrip sends req and reads one answer, all within the context's deadline (or c.Timeout).
 func (c *Client) roundTrip(ctx context.Context, req *Envelope) (*Envelope, error) {
+	var resp *Envelope
+	err := c.exchange(ctx, req, func(env *Envelope) (bool, error) {
+		resp = env
+		return false, nil
+	})
+	return resp, err
+}
+
+// exchange sends req and passes each answer frame to next until next says no more follow, all
+// within the context's deadline (or c.Timeout). An error answer ends it with an *AgentError.
+func (c *Client) exchange(ctx context.Context, req *Envelope, next func(*Envelope) (more bool, err error)) error {
 	conn, err := c.dial(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer conn.Close()
 	deadline, ok := ctx.Deadline()
@@ -52,16 +63,21 @@ func (c *Client) roundTrip(ctx context.Context, req *Envelope) (*Envelope, error
 		_ = conn.SetDeadline(deadline)
 	}
 	if err := WriteFrame(conn, req); err != nil {
-		return nil, fmt.Errorf("send %s to karmord: %w", req.Type, err)
+		return fmt.Errorf("send %s to karmord: %w", req.Type, err)
 	}
-	resp, err := ReadFrame(conn, 0)
-	if err != nil {
-		return nil, fmt.Errorf("read karmord's answer to %s: %w", req.Type, err)
+	for {
+		resp, err := ReadFrame(conn, 0)
+		if err != nil {
+			return fmt.Errorf("read karmord's answer to %s: %w", req.Type, err)
+		}
+		if resp.Type == TypeError {
+			return &AgentError{Msg: resp.Error}
+		}
+		more, err := next(resp)
+		if err != nil || !more {
+			return err
+		}
 	}
-	if resp.Type == TypeError {
-		return nil, &AgentError{Msg: resp.Error}
-	}
-	return resp, nil
 }
 
 // AgentError is an error the agent answered with.
@@ -101,16 +117,27 @@ type ContainerList struct {
 	PolicyGeneration uint64
 }
 
-// ListSnapshot returns every live container with the sequence number the list reflects.
+// ListSnapshot returns every live container with the sequence number the list reflects. It
+// asks for the answer in several frames (Envelope.Chunked), so that any number of containers
+// fits, and reassembles it; an agent that predates chunking answers in one frame.
 func (c *Client) ListSnapshot(ctx context.Context) (*ContainerList, error) {
-	resp, err := c.roundTrip(ctx, &Envelope{Type: TypeList})
+	var list *ContainerList
+	err := c.exchange(ctx, &Envelope{Type: TypeList, Chunked: true}, func(resp *Envelope) (bool, error) {
+		if resp.Type != TypeContainers {
+			return false, fmt.Errorf("karmord answered %q to list, want %q", resp.Type, TypeContainers)
+		}
+		if list == nil {
+			list = &ContainerList{Seq: resp.Seq, PolicyGeneration: resp.PolicyGeneration}
+		} else if resp.Seq != list.Seq || resp.PolicyGeneration != list.PolicyGeneration {
+			return false, fmt.Errorf("karmord's list answer changed snapshot midway (seq %d then %d)", list.Seq, resp.Seq)
+		}
+		list.Containers = append(list.Containers, resp.Containers...)
+		return resp.More, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if resp.Type != TypeContainers {
-		return nil, fmt.Errorf("karmord answered %q to list, want %q", resp.Type, TypeContainers)
-	}
-	return &ContainerList{Containers: resp.Containers, Seq: resp.Seq, PolicyGeneration: resp.PolicyGeneration}, nil
+	return list, nil
 }
 
 // Policies returns the policy set in force, its sources and their state.

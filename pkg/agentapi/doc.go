@@ -15,7 +15,12 @@
 //
 //   - Report: the hook sends {type: "event"} and waits for {type: "ack", seq} or {type: "error"}.
 //   - List / Get: the client sends {type: "list"} or {type: "get", id} and receives one
-//     {type: "containers"} envelope.
+//     {type: "containers"} envelope. A list request with chunked: true is answered in as many
+//     frames as the list needs, each {type: "containers"} of the same snapshot (same seq), all
+//     but the last with more: true; without it, a list that does not fit one frame is an error.
+//     A list answer and watched events carry containers slim: annotations only up to
+//     SlimAnnotationValueBytes each and SlimAnnotationBytes per container, annotations_omitted
+//     counting the rest; get answers a container whole. docs/agent-socket.md has the details.
 //   - Watch: the client sends {type: "watch", from_seq}; the agent streams {type: "event"} and
 //     {type: "policy_change"} envelopes, each with its sequence number, first the retained ones
 //     after from_seq, then new ones, until the client closes the connection. A list answer's seq

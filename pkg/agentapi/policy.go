@@ -44,6 +44,8 @@ type PolicySource struct {
 	// FromCache is true while an OCI source's policies come from karmord's on-disk cache and the
 	// registry has not confirmed them yet.
 	FromCache bool `json:"from_cache,omitempty"`
+	// SignedBy is who signed the policies in force, when karmord verifies the source's signatures.
+	SignedBy string `json:"signed_by,omitempty"`
 	// LastSuccess is when a check of the source last succeeded.
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	// Failing is true when the latest check failed; LastError says why. The source's last good
@@ -70,6 +72,12 @@ type PolicyInfo struct {
 	File     string    `json:"file"`
 	Rules    int       `json:"rules"`
 	LoadedAt time.Time `json:"loaded_at,omitzero"`
+	// KubeArmor is what KubeArmor made of the policy, when karmord sends it policies: its answer
+	// (Applied, Invalid, NotEnabled, Failure, ...), or Pending, Away (KubeArmor not reachable),
+	// NotSent (karmord does not send it: KubeArmorDetail says why). Empty when karmord sends
+	// KubeArmor no policies.
+	KubeArmor       string `json:"kubearmor,omitempty"`
+	KubeArmorDetail string `json:"kubearmor_detail,omitempty"`
 }
 
 // Explanation is karmord's answer to TypeExplain: every policy's verdict on one container (or
@@ -98,6 +106,12 @@ type PolicyVerdict struct {
 	Applies   bool   `json:"applies"`
 	// Reasons are every condition of the policy that failed, when it does not apply.
 	Reasons []string `json:"reasons,omitempty"`
+	// KubeArmor is KubeArmor's state of the policy, as in PolicyInfo, when karmord sends it
+	// policies. KubeArmorDiffers is set when KubeArmor, matching as it does outside
+	// Kubernetes, decides otherwise than Applies: "KubeArmor applies it: ..." or "KubeArmor does
+	// not apply it: ...".
+	KubeArmor        string `json:"kubearmor,omitempty"`
+	KubeArmorDiffers string `json:"kubearmor_differs,omitempty"`
 }
 
 // PolicyRule is one effective rule: a single match with the action, severity, tags and message

@@ -11,6 +11,14 @@ const DefaultSocket = "/run/karmor/karmor.sock"
 // DefaultSpoolDir is where karmor-hook leaves events karmord could not take.
 const DefaultSpoolDir = "/var/lib/karmor/spool"
 
+// Bounds on the annotations a container carries in list answers and watched events (see
+// Container.AnnotationsOmitted). A pod's annotations may be hundreds of KiB; listing or streaming
+// them for every container would make answers and karmord's memory grow with them.
+const (
+	SlimAnnotationValueBytes = 1 << 10
+	SlimAnnotationBytes      = 4 << 10
+)
+
 // Message types carried in Envelope.Type.
 const (
 	TypeEvent      = "event"      // hook -> agent: a lifecycle event; agent -> watcher: a sequenced event
@@ -54,6 +62,12 @@ type Envelope struct {
 	Error      string      `json:"error,omitempty"`
 	Event      *Event      `json:"event,omitempty"`
 	Containers []Container `json:"containers,omitempty"`
+	// Chunked, on a list request, says the client reassembles an answer sent in several frames.
+	// Without it the answer is one frame, or an error when one frame cannot hold it.
+	Chunked bool `json:"chunked,omitempty"`
+	// More, on a containers answer, says that more frames of the same answer follow; the last
+	// frame has it false. Every frame of an answer carries the same Seq and PolicyGeneration.
+	More bool `json:"more,omitempty"`
 
 	// Node asks explain about the node rather than a container.
 	Node bool `json:"node,omitempty"`
@@ -101,6 +115,11 @@ type Container struct {
 	ContainerName string            `json:"container_name,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	Annotations   map[string]string `json:"annotations,omitempty"`
+	// AnnotationsOmitted is how many of the container's annotations this message leaves out.
+	// List answers and watched events carry an annotation only when its value is at most
+	// SlimAnnotationValueBytes, and at most SlimAnnotationBytes of them per container (keys and
+	// values, taken in key order); a get answer carries them all. Set by the agent.
+	AnnotationsOmitted int `json:"annotations_omitted,omitempty"`
 	// Source is where the agent learned of the container: hook, spool or reconcile.
 	Source string `json:"source,omitempty"`
 	// Policies are the IDs of the policies that apply to the container, filled by the agent

@@ -170,8 +170,10 @@ func startCases(c config) error {
 func hookLatency(c config, bundle string, pid int, socket, spool string) ([]time.Duration, error) {
 	var out []time.Duration
 	for i := 0; i < c.latencyRuns+10; i++ {
-		st := rspec.State{Version: rspec.Version, ID: fmt.Sprintf("hookbench-%d-%d", time.Now().UnixNano(), i), Status: rspec.StateCreating,
-			Pid: pid, Bundle: bundle, Annotations: map[string]string{"io.kubernetes.pod.name": "bench"}}
+		id := fmt.Sprintf("hookbench-%d-%d", time.Now().UnixNano(), i)
+		// CRI-O's own record of the id makes the hook read the bundle's CRI-O identity, as on a node.
+		st := rspec.State{Version: rspec.Version, ID: id, Status: rspec.StateCreating, Pid: pid, Bundle: bundle,
+			Annotations: map[string]string{"io.kubernetes.pod.name": "bench", "io.container.manager": "cri-o", "io.kubernetes.cri-o.ContainerID": id}}
 		body, err := json.Marshal(&st)
 		if err != nil {
 			return nil, err

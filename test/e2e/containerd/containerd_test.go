@@ -20,10 +20,12 @@ func TestContainerd(t *testing.T) {
 	testutil.RequireContainerd(t)
 	k := startKarmord(t)
 	hook := k.hookConfig(t)
-	// containerd passes pod annotations under karmor.io/ into the containers' specs, so that a pod
-	// can try to name its own labels: the plugin's values must win.
-	c := testutil.StartContainerd(t, testutil.ContainerdOptions{PodAnnotations: []string{"karmor.io/*"}})
-	spoof := map[string]string{nri.AnnotationPodLabels: `{"app":"spoofed"}`, nri.AnnotationPodName: "spoofed"}
+	// containerd passes pod annotations under karmor.io/ and CRI-O's keys into the containers'
+	// specs, so that a pod can try to name its own namespace and labels: containerd's and the
+	// plugin's values must win (docs/identity.md).
+	c := testutil.StartContainerd(t, testutil.ContainerdOptions{PodAnnotations: []string{"karmor.io/*", "io.kubernetes.pod.*", "io.kubernetes.cri-o.*"}})
+	spoof := map[string]string{nri.AnnotationPodLabels: `{"app":"spoofed"}`, nri.AnnotationPodName: "spoofed",
+		"io.kubernetes.pod.namespace": "kube-system", "io.kubernetes.cri-o.Labels": `{"app":"spoofed"}`}
 	plugin := startNRIPlugin(t, c.NRISocket, hook)
 	plugin.waitConfigured(t, 1)
 	parent := t
@@ -54,6 +56,9 @@ func TestContainerd(t *testing.T) {
 			ann[nri.AnnotationPodName] != "web-1" || ann[nri.AnnotationPodNamespace] != "shop" || ann[nri.AnnotationPodUID] != "uid-web-1" {
 			t.Fatalf("pod annotations in the OCI spec: %v", ann)
 		}
+		if ann[nri.AnnotationContainerID] != pod.ContainerID || ann["io.kubernetes.pod.namespace"] != "" || ann["io.kubernetes.cri-o.Labels"] != "" {
+			t.Fatalf("the plugin did not name the container or left CRI-O's keys the pod passed: %v", ann)
+		}
 		if n := countOf(hooks, hook.Path); n != 1 {
 			t.Fatalf("karmor-hook appears %d times at createRuntime: %v", n, hooks)
 		}
@@ -82,7 +87,7 @@ func TestContainerd(t *testing.T) {
 		}
 		// Without the plugin, what the pod claims is what the spec says: the check above (the
 		// plugin overriding it) is not vacuous.
-		if ann[nri.AnnotationPodLabels] != spoof[nri.AnnotationPodLabels] {
+		if ann[nri.AnnotationPodLabels] != spoof[nri.AnnotationPodLabels] || ann["io.kubernetes.pod.namespace"] != "kube-system" {
 			t.Fatalf("containerd did not pass the pod's annotation through: %v", ann)
 		}
 		c.RemovePod(t, pod.ID)
@@ -117,18 +122,19 @@ func TestContainerd(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Restart(t, testutil.ContainerdOptions{DisableNRI: true, RuncBinary: testutil.Binary(t, "karmor-runc"),
-			Env: []string{runcwrap.EnvConfig + "=" + cfgPath}})
+			Env: []string{runcwrap.EnvConfig + "=" + cfgPath}, PodAnnotations: c.Options().PodAnnotations})
 		if _, err := os.Stat(c.NRISocket); err == nil {
 			t.Fatal("NRI socket present with NRI disabled")
 		}
-		pod := c.StartPod(t, testutil.PodSpec{Name: "web-5", Namespace: "shop", Labels: map[string]string{"app": "web"}})
+		pod := c.StartPod(t, testutil.PodSpec{Name: "web-5", Namespace: "shop", Labels: map[string]string{"app": "web"}, Annotations: spoof})
 		ev := k.waitEvent(t, agentapi.KindStart, pod.ContainerID)
-		// containerd's CRI annotations name the pod; its labels need NRI, so there are none.
+		// containerd's CRI annotations name the pod; its labels need NRI, so there are none: the
+		// karmor.io and CRI-O keys the pod passed through are not believed.
 		if ev.Container.Pod != "web-5" || ev.Container.Namespace != "shop" || ev.Container.ContainerName != "main" || len(ev.Container.Labels) != 0 {
 			t.Fatalf("start through karmor-runc: %+v", ev.Container)
 		}
-		if ann, _ := runtimeSpec(t, c, pod.ContainerID); ann[nri.AnnotationPodName] != "" {
-			t.Fatalf("NRI is off, yet the container carries the plugin's annotations: %v", ann)
+		if ann, _ := runtimeSpec(t, c, pod.ContainerID); ann[nri.AnnotationContainerID] != "" || ann["io.kubernetes.pod.namespace"] != "kube-system" {
+			t.Fatalf("NRI is off, yet the container carries the plugin's annotations, or containerd did not pass the pod's: %v", ann)
 		}
 		// Without NRI the wrapper sees every runc create, the sandbox's too.
 		k.waitEvent(t, agentapi.KindStart, pod.ID)
