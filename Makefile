@@ -5,7 +5,7 @@ LDFLAGS  := -s -w -X github.com/karmor/karmor/internal/version.Version=$(VERSION
 PROGRAMS := karmor karmor-hook karmord karmor-nri karmor-runc
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
-.PHONY: build test lint fuzz clean manifests
+.PHONY: build test lint fuzz clean manifests image
 
 build:
 	@mkdir -p $(BIN)
@@ -27,6 +27,17 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+# The images (internal/imagebuild): static binaries for linux/amd64 and linux/arm64, no shell,
+# written to the OCI layout bin/images, or pushed with IMAGE_PUSH=registry/prefix. No container
+# engine involved.
+IMAGE_PLATFORMS ?= amd64 arm64
+image:
+	for arch in $(IMAGE_PLATFORMS); do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-$$arch/ $(addprefix ./cmd/,$(PROGRAMS)) || exit 1; \
+	done
+	$(GO) run ./scripts/mkimage -bin $(BIN) -layout $(BIN)/images -version $(VERSION) \
+	  -platforms $(shell echo $(IMAGE_PLATFORMS) | tr ' ' ,) $(if $(IMAGE_PUSH),-push $(IMAGE_PUSH))
 
 # deploy/manifests: the Helm chart rendered for containerd and CRI-O nodes, namespace included
 # (test/deploy checks they match the chart).

@@ -23,7 +23,9 @@ var profiles = []string{"containerd", "crio", "kubearmor", "verify"}
 // rendered objects against.
 var kubeVersions = []string{"1.27", "1.28", "1.29", "1.30"}
 
-func chartDir(t *testing.T) string { return filepath.Join(testutil.RepoRoot(t), "deploy", "helm", "karmor") }
+func chartDir(t *testing.T) string {
+	return filepath.Join(testutil.RepoRoot(t), "deploy", "helm", "karmor")
+}
 
 func helmBinary(t *testing.T) string {
 	return testutil.RequireCommand(t, "helm", "go install helm.sh/helm/v3/cmd/helm@v3.22.0 (.ci/install.d/40-deploy.sh)")
