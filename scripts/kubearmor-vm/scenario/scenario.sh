@@ -81,8 +81,10 @@ start_kubearmor() {
 	record "kubearmor-start-$1 rc=0 seconds=$(since "$t0")"
 }
 
-# bundle NAME: a runc bundle running sleep in a busybox root file system, labelled app=web and
-# named NAME by annotations, with karmor-hook injected.
+# bundle NAME: a runc bundle running sleep in a busybox root file system, named NAME and labelled
+# app=web by annotations, with karmor-hook injected. runc containers have no labels of their own:
+# karmor.io/pod-labels gives them some, which karmord matches and sends to KubeArmor (a plain
+# annotation is matched by karmord but not sent).
 rootfs() {
 	mkdir -p /rootfs/bin /rootfs/etc /rootfs/proc /rootfs/dev /rootfs/sys /rootfs/tmp /rootfs/usr/local/bin
 	cp /bin/busybox /rootfs/bin/busybox
@@ -96,10 +98,11 @@ rootfs() {
 bundle() {
 	mkdir -p "/bundles/$1"
 	(cd "/bundles/$1" && runc spec)
+	annotations='"annotations": {"karmor.io/pod-labels": "{\\"app\\": \\"web\\"}", "kubearmor.io/container.name": "'"$1"'"},'
 	sed -i -e 's/"terminal": true/"terminal": false/' \
 		-e 's/^\([[:space:]]*\)"sh"$/\1"sleep", "100000"/' \
 		-e 's|"path": "rootfs"|"path": "/rootfs"|' \
-		-e "s|^\([[:space:]]*\)\"ociVersion\": \(.*\)$|&\n\1\"annotations\": {\"app\": \"web\", \"kubearmor.io/container.name\": \"$1\"},|" \
+		-e "s|^\([[:space:]]*\)\"ociVersion\": \(.*\)$|&\n\1$annotations|" \
 		"/bundles/$1/config.json"
 	karmor hook inject "/bundles/$1" --hook-path /karmor/bin/karmor-hook --socket "$SOCK" \
 		--spool-dir /var/lib/karmor/spool --timeout 2s
