@@ -138,15 +138,15 @@ step run-web-1 runc run -d --no-pivot --bundle /bundles/web-1 web-1
 await web-1-acknowledged ok 120 kubearmor_says web-1 yes
 await a-shadow-denied fail 180 runc exec web-1 cat /etc/shadow
 step a-hello-read runc exec web-1 cat /etc/hello
-await a-tool-denied fail 60 runc exec web-1 sh -c '/usr/local/bin/cat /etc/hello'
-step a-bin-cat-runs runc exec web-1 sh -c '/bin/cat /etc/hello'
+await a-tool-denied fail 60 runc exec web-1 /usr/local/bin/cat /etc/hello
+step a-bin-cat-runs runc exec web-1 /bin/cat /etc/hello
 snapshot a
 
 # b. v2 drops the file rule: the read works again within the poll interval (2 s) and the time
 #    KubeArmor takes to apply it; the process rule stays.
 step push-v2 karmor oci push -i "$REF" -f /scenario/policies/v2 --plain-http
 await b-shadow-read ok 120 runc exec web-1 cat /etc/shadow
-step b-tool-denied runc exec web-1 sh -c '/usr/local/bin/cat /etc/hello'
+step b-tool-denied runc exec web-1 /usr/local/bin/cat /etc/hello
 snapshot b
 
 # c. KubeArmor crashes; web-2 starts meanwhile (its start does not wait for KubeArmor); KubeArmor
@@ -160,8 +160,8 @@ snapshot c-down
 start_kubearmor 2 || exit 1
 await c-web-1-acknowledged ok 120 kubearmor_says web-1 yes
 await c-web-2-acknowledged ok 120 kubearmor_says web-2 yes
-await c-web-1-tool-denied fail 180 runc exec web-1 sh -c '/usr/local/bin/cat /etc/hello'
-await c-web-2-tool-denied fail 180 runc exec web-2 sh -c '/usr/local/bin/cat /etc/hello'
+await c-web-1-tool-denied fail 180 runc exec web-1 /usr/local/bin/cat /etc/hello
+await c-web-2-tool-denied fail 180 runc exec web-2 /usr/local/bin/cat /etc/hello
 step c-web-2-hello-read runc exec web-2 cat /etc/hello
 snapshot c-up
 
