@@ -89,7 +89,8 @@ rootfs() {
 	mkdir -p /rootfs/bin /rootfs/etc /rootfs/proc /rootfs/dev /rootfs/sys /rootfs/tmp /rootfs/usr/local/bin
 	cp /bin/busybox /rootfs/bin/busybox
 	for applet in sh cat sleep head; do ln -s busybox "/rootfs/bin/$applet"; done
-	# A binary of its own for the process rule (every applet is /bin/busybox).
+	# A binary of its own for the process rule (every applet is /bin/busybox). It is first in the
+	# container's PATH, so the file steps run /bin/cat by its path.
 	cp /bin/busybox /rootfs/usr/local/bin/cat
 	echo 'root:$6$not-a-real-hash:19000:0:99999:7:::' >/rootfs/etc/shadow
 	echo 'hello from the container' >/rootfs/etc/hello
@@ -136,8 +137,8 @@ bundle web-1 >"$O/bundle-web-1.out" 2>&1
 # --no-pivot: the guest's root is the initramfs, which pivot_root cannot leave.
 step run-web-1 runc run -d --no-pivot --bundle /bundles/web-1 web-1
 await web-1-acknowledged ok 120 kubearmor_says web-1 yes
-await a-shadow-denied fail 180 runc exec web-1 cat /etc/shadow
-step a-hello-read runc exec web-1 cat /etc/hello
+await a-shadow-denied fail 180 runc exec web-1 /bin/cat /etc/shadow
+step a-hello-read runc exec web-1 /bin/cat /etc/hello
 await a-tool-denied fail 60 runc exec web-1 /usr/local/bin/cat /etc/hello
 step a-bin-cat-runs runc exec web-1 /bin/cat /etc/hello
 snapshot a
@@ -145,7 +146,7 @@ snapshot a
 # b. v2 drops the file rule: the read works again within the poll interval (2 s) and the time
 #    KubeArmor takes to apply it; the process rule stays.
 step push-v2 karmor oci push -i "$REF" -f /scenario/policies/v2 --plain-http
-await b-shadow-read ok 120 runc exec web-1 cat /etc/shadow
+await b-shadow-read ok 120 runc exec web-1 /bin/cat /etc/shadow
 step b-tool-denied runc exec web-1 /usr/local/bin/cat /etc/hello
 snapshot b
 
@@ -162,7 +163,7 @@ await c-web-1-acknowledged ok 120 kubearmor_says web-1 yes
 await c-web-2-acknowledged ok 120 kubearmor_says web-2 yes
 await c-web-1-tool-denied fail 180 runc exec web-1 /usr/local/bin/cat /etc/hello
 await c-web-2-tool-denied fail 180 runc exec web-2 /usr/local/bin/cat /etc/hello
-step c-web-2-hello-read runc exec web-2 cat /etc/hello
+step c-web-2-hello-read runc exec web-2 /bin/cat /etc/hello
 snapshot c-up
 
 # Done: stop everything so that the logs are complete.
