@@ -60,9 +60,9 @@ show() { # STEP TITLE: the command's output and exit status as the guest saw the
 	printf '      (exit status %s)\n' "$(awk -v s="$1" '$1 == s { sub("rc=", "", $2); print $2 }' "$O/results.txt")"
 }
 step "In container web-1: the read of /etc/shadow is denied, other files read fine"
-show a-shadow-denied "runc exec web-1 cat /etc/shadow"
-show a-hello-read "runc exec web-1 cat /etc/hello"
-show a-tool-denied "runc exec web-1 sh -c '/usr/local/bin/cat /etc/hello'"
+show a-shadow-denied "runc exec web-1 /bin/cat /etc/shadow"
+show a-hello-read "runc exec web-1 /bin/cat /etc/hello"
+show a-tool-denied "runc exec web-1 /usr/local/bin/cat /etc/hello"
 grep -q 'Permission denied' "$O/a-shadow-denied.out" || fail "the read of /etc/shadow was not denied"
 
 step "KubeArmor's alert for the denied read names the policy"
@@ -71,12 +71,12 @@ grep '"/etc/shadow"\|/etc/shadow' "$O/alerts.jsonl" | grep -m 1 'web-guard' | tr
 	fail "no alert of web-guard for /etc/shadow"
 
 step "v2 drops the file rule: after the push, /etc/shadow reads again"
-show b-shadow-read "runc exec web-1 cat /etc/shadow"
+show b-shadow-read "runc exec web-1 /bin/cat /etc/shadow"
 
 step "KubeArmor killed, web-2 started meanwhile, KubeArmor restarted: both enforced again"
 show c-run-web-2-while-down "runc run -d --no-pivot --bundle /bundles/web-2 web-2"
-show c-web-1-tool-denied "runc exec web-1 sh -c '/usr/local/bin/cat /etc/hello'"
-show c-web-2-tool-denied "runc exec web-2 sh -c '/usr/local/bin/cat /etc/hello'"
+show c-web-1-tool-denied "runc exec web-1 /usr/local/bin/cat /etc/hello"
+show c-web-2-tool-denied "runc exec web-2 /usr/local/bin/cat /etc/hello"
 
 step "Timings in the guest (seconds)"
 indent <"$O/results.txt"

@@ -81,13 +81,16 @@ start_kubearmor() {
 	record "kubearmor-start-$1 rc=0 seconds=$(since "$t0")"
 }
 
-# bundle NAME: a runc bundle running sleep in a busybox root file system, labelled app=web and
-# named NAME by annotations, with karmor-hook injected.
+# bundle NAME: a runc bundle running sleep in a busybox root file system, named NAME and labelled
+# app=web by annotations, with karmor-hook injected. runc containers have no labels of their own:
+# karmor.io/pod-labels gives them some, which karmord matches and sends to KubeArmor (a plain
+# annotation is matched by karmord but not sent).
 rootfs() {
 	mkdir -p /rootfs/bin /rootfs/etc /rootfs/proc /rootfs/dev /rootfs/sys /rootfs/tmp /rootfs/usr/local/bin
 	cp /bin/busybox /rootfs/bin/busybox
 	for applet in sh cat sleep head; do ln -s busybox "/rootfs/bin/$applet"; done
-	# A binary of its own for the process rule (every applet is /bin/busybox).
+	# A binary of its own for the process rule (every applet is /bin/busybox). It is first in the
+	# container's PATH, so the file steps run /bin/cat by its path.
 	cp /bin/busybox /rootfs/usr/local/bin/cat
 	echo 'root:$6$not-a-real-hash:19000:0:99999:7:::' >/rootfs/etc/shadow
 	echo 'hello from the container' >/rootfs/etc/hello
@@ -96,10 +99,11 @@ rootfs() {
 bundle() {
 	mkdir -p "/bundles/$1"
 	(cd "/bundles/$1" && runc spec)
+	annotations='"annotations": {"karmor.io/pod-labels": "{\\"app\\": \\"web\\"}", "kubearmor.io/container.name": "'"$1"'"},'
 	sed -i -e 's/"terminal": true/"terminal": false/' \
 		-e 's/^\([[:space:]]*\)"sh"$/\1"sleep", "100000"/' \
 		-e 's|"path": "rootfs"|"path": "/rootfs"|' \
-		-e "s|^\([[:space:]]*\)\"ociVersion\": \(.*\)$|&\n\1\"annotations\": {\"app\": \"web\", \"kubearmor.io/container.name\": \"$1\"},|" \
+		-e "s|^\([[:space:]]*\)\"ociVersion\": \(.*\)$|&\n\1$annotations|" \
 		"/bundles/$1/config.json"
 	karmor hook inject "/bundles/$1" --hook-path /karmor/bin/karmor-hook --socket "$SOCK" \
 		--spool-dir /var/lib/karmor/spool --timeout 2s
@@ -133,17 +137,17 @@ bundle web-1 >"$O/bundle-web-1.out" 2>&1
 # --no-pivot: the guest's root is the initramfs, which pivot_root cannot leave.
 step run-web-1 runc run -d --no-pivot --bundle /bundles/web-1 web-1
 await web-1-acknowledged ok 120 kubearmor_says web-1 yes
-await a-shadow-denied fail 180 runc exec web-1 cat /etc/shadow
-step a-hello-read runc exec web-1 cat /etc/hello
-await a-tool-denied fail 60 runc exec web-1 sh -c '/usr/local/bin/cat /etc/hello'
-step a-bin-cat-runs runc exec web-1 sh -c '/bin/cat /etc/hello'
+await a-shadow-denied fail 180 runc exec web-1 /bin/cat /etc/shadow
+step a-hello-read runc exec web-1 /bin/cat /etc/hello
+await a-tool-denied fail 60 runc exec web-1 /usr/local/bin/cat /etc/hello
+step a-bin-cat-runs runc exec web-1 /bin/cat /etc/hello
 snapshot a
 
 # b. v2 drops the file rule: the read works again within the poll interval (2 s) and the time
 #    KubeArmor takes to apply it; the process rule stays.
 step push-v2 karmor oci push -i "$REF" -f /scenario/policies/v2 --plain-http
-await b-shadow-read ok 120 runc exec web-1 cat /etc/shadow
-step b-tool-denied runc exec web-1 sh -c '/usr/local/bin/cat /etc/hello'
+await b-shadow-read ok 120 runc exec web-1 /bin/cat /etc/shadow
+step b-tool-denied runc exec web-1 /usr/local/bin/cat /etc/hello
 snapshot b
 
 # c. KubeArmor crashes; web-2 starts meanwhile (its start does not wait for KubeArmor); KubeArmor
@@ -157,9 +161,9 @@ snapshot c-down
 start_kubearmor 2 || exit 1
 await c-web-1-acknowledged ok 120 kubearmor_says web-1 yes
 await c-web-2-acknowledged ok 120 kubearmor_says web-2 yes
-await c-web-1-tool-denied fail 180 runc exec web-1 sh -c '/usr/local/bin/cat /etc/hello'
-await c-web-2-tool-denied fail 180 runc exec web-2 sh -c '/usr/local/bin/cat /etc/hello'
-step c-web-2-hello-read runc exec web-2 cat /etc/hello
+await c-web-1-tool-denied fail 180 runc exec web-1 /usr/local/bin/cat /etc/hello
+await c-web-2-tool-denied fail 180 runc exec web-2 /usr/local/bin/cat /etc/hello
+step c-web-2-hello-read runc exec web-2 /bin/cat /etc/hello
 snapshot c-up
 
 # Done: stop everything so that the logs are complete.
