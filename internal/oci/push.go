@@ -49,9 +49,10 @@ type PushResult struct {
 	Uploaded int
 }
 
-// Push validates the policy files (unless opts.SkipValidate), then uploads them as one
-// artifact, one layer per file in order, and tags it with ref's tag. Nothing is sent
-// when a file is invalid.
+// Push validates the policy files (unless opts.SkipValidate) and uploads them as one
+// artifact, one layer per file in order, tagged with ref's tag. The blobs are uploaded
+// while the files are validated; the manifest, and so the tag, only once every file
+// passed: when a file is invalid no manifest is sent and the tag is untouched.
 func Push(ctx context.Context, ref Reference, files []File, opts PushOptions) (*PushResult, error) {
 	if ref.Digest != "" {
 		return nil, fmt.Errorf("cannot push to %s: give a tag, not a digest (the digest is computed from the content)", ref)
@@ -69,12 +70,6 @@ func Push(ctx context.Context, ref Reference, files []File, opts PushOptions) (*
 		}
 		seen[f.Name] = true
 	}
-	if !opts.SkipValidate {
-		if err := ValidateFiles(files); err != nil {
-			return nil, fmt.Errorf("invalid policies, nothing was pushed (--skip-validate pushes them anyway):\n%w", err)
-		}
-	}
-
 	blobs := map[digest.Digest][]byte{configDescriptor().Digest: ConfigData}
 	layers := make([]ocispec.Descriptor, len(files))
 	for i, f := range files {
@@ -97,10 +92,32 @@ func Push(ctx context.Context, ref Reference, files []File, opts PushOptions) (*
 	}
 	// Ask for push rights from the first request, so a token registry issues one token.
 	ctx = auth.AppendRepositoryScope(ctx, repo.Reference, auth.ActionPull, auth.ActionPush)
-	plan := planBlobs(ctx, repo, ref)
-	uploaded, err := pushBlobs(ctx, repo, blobs, plan, opts.Concurrency)
-	if err != nil {
-		return nil, registryError(err, ref, "push")
+
+	// Validation runs while the blobs go up: a blob no manifest names is invisible to
+	// pullers and the registry's garbage collector removes it, so only the manifest, which
+	// makes the files a tagged artifact, has to wait for the verdict. Invalid files stop
+	// the uploads and are reported; the manifest is never sent.
+	blobCtx, cancelBlobs := context.WithCancelCause(ctx)
+	defer cancelBlobs(nil)
+	validated := make(chan error, 1)
+	if opts.SkipValidate {
+		validated <- nil
+	} else {
+		go func() {
+			err := ValidateFiles(files)
+			if err != nil {
+				cancelBlobs(errInvalid)
+			}
+			validated <- err
+		}()
+	}
+	plan := planBlobs(blobCtx, repo, ref)
+	uploaded, blobErr := pushBlobs(blobCtx, repo, blobs, plan, opts.Concurrency)
+	if err := <-validated; err != nil {
+		return nil, fmt.Errorf("invalid policies, no manifest was pushed (--skip-validate pushes them anyway):\n%w", err)
+	}
+	if blobErr != nil {
+		return nil, registryError(blobErr, ref, "push")
 	}
 	err = repo.PushReference(ctx, manifestDesc, bytes.NewReader(manifest), ref.Tag)
 	if err != nil && !plan.check && !isAuthError(err) {
@@ -158,6 +175,9 @@ func planBlobs(ctx context.Context, repo *remote.Repository, ref Reference) blob
 	}
 	return blobPlan{}
 }
+
+// errInvalid cancels blob uploads once validation has failed.
+var errInvalid = errors.New("invalid policies")
 
 // errFirstPage stops a tag listing after its first page.
 var errFirstPage = errors.New("first page read")
