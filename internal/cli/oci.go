@@ -176,8 +176,9 @@ func newOCIPushCommand() *cobra.Command {
 		Use:   "push -i REF -f FILE|DIR [-f FILE|DIR ...]",
 		Short: "Validate policy files and push them as one OCI artifact",
 		Long: `Push policy files as one artifact, one layer per file, titled with the file's base name.
-A directory is walked for *.yaml and *.yml files. Every file is validated strictly first
-(as 'karmor policy validate' does) and nothing is sent if one is invalid.
+A directory is walked for *.yaml and *.yml files. Every file is validated strictly
+(as 'karmor policy validate' does) while the blobs go up; the manifest, and so the tag,
+is pushed only when every file is valid.
 
 Prints the reference pinned to the pushed manifest's digest (REF@sha256:...): deploy that
 to get exactly these files, whatever the tag later points to.`,

@@ -14,6 +14,8 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/karmor/karmor/pkg/policy"
 )
 
 // FetchOptions bounds what is read from a registry.
@@ -28,6 +30,9 @@ type FetchOptions struct {
 	// Cached returns content the caller already holds for a policy layer, if any. It is
 	// used, without fetching the layer, only when its size and digest match the layer's.
 	Cached func(name string, layer ocispec.Descriptor) ([]byte, bool)
+	// parse parses each policy file as soon as it is fetched, while other layers are
+	// still on the way, for PolicySet.Validate.
+	parse bool
 }
 
 func (o FetchOptions) withDefaults() FetchOptions {
@@ -70,6 +75,9 @@ type Policy struct {
 	Data  []byte
 	// Cached is true when Data came from FetchOptions.Cached rather than the registry.
 	Cached bool
+	// documents are Data parsed, when parsed (see FetchOptions.parse).
+	documents []policy.Document
+	parsed    bool
 }
 
 // Files returns the set as file name -> content.
@@ -128,9 +136,18 @@ func FetchPolicySet(ctx context.Context, repo *remote.Repository, ref Reference,
 	for i, layer := range m.Policies {
 		name := layer.Annotations[AnnotationTitle]
 		set.Policies[i] = Policy{Name: name, Layer: layer}
+		p := &set.Policies[i]
+		parse := func() {
+			if opts.parse {
+				p.documents, p.parsed = parseFile(File{Name: name, Data: p.Data}), true
+			}
+		}
 		if opts.Cached != nil {
 			if data, ok := opts.Cached(name, layer); ok && matches(data, layer) {
-				set.Policies[i].Data, set.Policies[i].Cached = data, true
+				p.Data, p.Cached = data, true
+				if opts.parse {
+					group.Go(func() error { parse(); return nil })
+				}
 				continue
 			}
 		}
@@ -142,7 +159,8 @@ func FetchPolicySet(ctx context.Context, repo *remote.Repository, ref Reference,
 			if err != nil {
 				return fmt.Errorf("%s: layer %s (%s): %w", pinned, name, layer.Digest, registryError(err, ref, "pull"))
 			}
-			set.Policies[i].Data = data
+			p.Data = data
+			parse()
 			return nil
 		})
 	}

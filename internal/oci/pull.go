@@ -66,6 +66,7 @@ func Pull(ctx context.Context, ref Reference, dir string, opts PullOptions) (*Pu
 	}
 	fetch := opts.Fetch
 	fetch.Cached = existingFile(dir, fetch.withDefaults().MaxLayerSize)
+	fetch.parse = !opts.SkipValidate
 	set, err := FetchPolicySet(ctx, repo, ref, fetch)
 	if err != nil {
 		return nil, err

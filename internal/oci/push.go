@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
@@ -49,9 +50,10 @@ type PushResult struct {
 	Uploaded int
 }
 
-// Push validates the policy files (unless opts.SkipValidate), then uploads them as one
-// artifact, one layer per file in order, and tags it with ref's tag. Nothing is sent
-// when a file is invalid.
+// Push validates the policy files (unless opts.SkipValidate) and uploads them as one
+// artifact, one layer per file in order, tagged with ref's tag. The blobs are uploaded
+// while the files are validated; the manifest, and so the tag, only once every file
+// passed: when a file is invalid no manifest is sent and the tag is untouched.
 func Push(ctx context.Context, ref Reference, files []File, opts PushOptions) (*PushResult, error) {
 	if ref.Digest != "" {
 		return nil, fmt.Errorf("cannot push to %s: give a tag, not a digest (the digest is computed from the content)", ref)
@@ -69,12 +71,6 @@ func Push(ctx context.Context, ref Reference, files []File, opts PushOptions) (*
 		}
 		seen[f.Name] = true
 	}
-	if !opts.SkipValidate {
-		if err := ValidateFiles(files); err != nil {
-			return nil, fmt.Errorf("invalid policies, nothing was pushed (--skip-validate pushes them anyway):\n%w", err)
-		}
-	}
-
 	blobs := map[digest.Digest][]byte{configDescriptor().Digest: ConfigData}
 	layers := make([]ocispec.Descriptor, len(files))
 	for i, f := range files {
@@ -97,13 +93,35 @@ func Push(ctx context.Context, ref Reference, files []File, opts PushOptions) (*
 	}
 	// Ask for push rights from the first request, so a token registry issues one token.
 	ctx = auth.AppendRepositoryScope(ctx, repo.Reference, auth.ActionPull, auth.ActionPush)
-	plan := planBlobs(ctx, repo, ref)
-	uploaded, err := pushBlobs(ctx, repo, blobs, plan, opts.Concurrency)
-	if err != nil {
-		return nil, registryError(err, ref, "push")
+
+	// Validation runs while the blobs go up: a blob no manifest names is invisible to
+	// pullers and the registry's garbage collector removes it, so only the manifest, which
+	// makes the files a tagged artifact, has to wait for the verdict. Invalid files stop
+	// the uploads and are reported; the manifest is never sent.
+	blobCtx, cancelBlobs := context.WithCancelCause(ctx)
+	defer cancelBlobs(nil)
+	validated := make(chan error, 1)
+	if opts.SkipValidate {
+		validated <- nil
+	} else {
+		go func() {
+			err := ValidateFiles(files)
+			if err != nil {
+				cancelBlobs(errInvalid)
+			}
+			validated <- err
+		}()
+	}
+	plan := planBlobs(blobCtx, repo, ref)
+	uploaded, blobErr := pushBlobs(blobCtx, repo, blobs, plan, opts.Concurrency)
+	if err := <-validated; err != nil {
+		return nil, fmt.Errorf("invalid policies, no manifest was pushed (--skip-validate pushes them anyway):\n%w", err)
+	}
+	if blobErr != nil {
+		return nil, registryError(blobErr, ref, "push")
 	}
 	err = repo.PushReference(ctx, manifestDesc, bytes.NewReader(manifest), ref.Tag)
-	if err != nil && !plan.check && !isAuthError(err) {
+	if err != nil && plan.trusted() && !isAuthError(err) {
 		// The plan trusted what the registry showed; it may have dropped a blob since.
 		slog.Debug("manifest push failed; retrying with every blob checked", "ref", ref, "err", err)
 		more, blobErr := pushBlobs(ctx, repo, blobs, blobPlan{check: true}, opts.Concurrency)
@@ -122,62 +140,102 @@ func Push(ctx context.Context, ref Reference, files []File, opts PushOptions) (*
 // blobPlan says which blobs to send and how. Blobs are tiny (policy files), so requests
 // are what a push costs: an upload takes two, an existence check one.
 type blobPlan struct {
-	// present are blobs the registry holds for the manifest now at the tag: no request.
+	// present are blobs a manifest in the repository names, so the registry holds them
+	// (it refuses a manifest whose blobs it lacks): no request.
 	present map[digest.Digest]bool
-	// check asks before each upload; without it every other blob is uploaded.
+	// check asks before uploading each other blob; without it they are uploaded.
 	check bool
 }
 
+// trusted reports whether the plan skips blobs on the registry's word, which a retry
+// with every blob checked corrects should the registry have dropped one since.
+func (p blobPlan) trusted() bool { return len(p.present) > 0 || !p.check }
+
 // planBlobs chooses the cheapest safe way to push. When the tag exists, its manifest
 // names the blobs already there and the rest are most likely new: pushing a changed
-// policy set sends only what changed. When the repository has no tags, nothing is
-// there to find. Otherwise (another tag, or the registry would not say) each blob is
-// checked first, as ORAS does.
+// policy set sends only what changed. When the tag is new but the repository has
+// another, that tag's manifest names blobs already there (in CI, most of them: a new
+// tag of the same policies) and the rest are checked, as ORAS checks every blob. When
+// the repository has no tags, nothing is there to find.
 func planBlobs(ctx context.Context, repo *remote.Repository, ref Reference) blobPlan {
-	desc, data, err := fetchManifest(ctx, repo, ref, DefaultMaxManifestSize)
-	if err == nil {
-		var doc manifestDoc
-		if (desc.MediaType == ocispec.MediaTypeImageManifest || desc.MediaType == mediaTypeDockerManifest) && json.Unmarshal(data, &doc) == nil {
-			present := map[digest.Digest]bool{}
-			if doc.Config != nil {
-				present[doc.Config.Digest] = true
-			}
-			for _, l := range doc.Layers {
-				present[l.Digest] = true
-			}
-			return blobPlan{present: present}
-		}
-		return blobPlan{check: true}
-	}
-	if !errors.Is(err, errdef.ErrNotFound) {
+	present, err := manifestBlobs(ctx, repo, ref)
+	switch {
+	case err == nil:
+		return blobPlan{present: present}
+	case !errors.Is(err, errdef.ErrNotFound):
 		slog.Debug("cannot read the manifest at the tag; checking every blob", "ref", ref, "err", err)
 		return blobPlan{check: true}
 	}
-	if repositoryHasTags(ctx, repo) {
+	tag, hasTags := firstTag(ctx, repo)
+	if !hasTags {
+		return blobPlan{}
+	}
+	if tag == "" {
 		return blobPlan{check: true}
 	}
-	return blobPlan{}
+	other := ref
+	other.Tag = tag
+	present, err = manifestBlobs(ctx, repo, other)
+	if err != nil {
+		slog.Debug("cannot read the manifest of another tag; checking every blob", "ref", other, "err", err)
+		present = nil
+	}
+	return blobPlan{present: present, check: true}
 }
+
+// manifestBlobs returns the config and layer digests of the image manifest ref names;
+// errdef.ErrNotFound when there is none, another error when it is not an image manifest.
+func manifestBlobs(ctx context.Context, repo *remote.Repository, ref Reference) (map[digest.Digest]bool, error) {
+	desc, data, err := fetchManifest(ctx, repo, ref, DefaultMaxManifestSize)
+	if err != nil {
+		return nil, err
+	}
+	var doc manifestDoc
+	if desc.MediaType != ocispec.MediaTypeImageManifest && desc.MediaType != mediaTypeDockerManifest {
+		return nil, fmt.Errorf("%s is a %s, not an image manifest", ref, desc.MediaType)
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	present := map[digest.Digest]bool{}
+	if doc.Config != nil {
+		present[doc.Config.Digest] = true
+	}
+	for _, l := range doc.Layers {
+		present[l.Digest] = true
+	}
+	return present, nil
+}
+
+// errInvalid cancels blob uploads once validation has failed.
+var errInvalid = errors.New("invalid policies")
 
 // errFirstPage stops a tag listing after its first page.
 var errFirstPage = errors.New("first page read")
 
-// repositoryHasTags reports whether the repository has any tag; true when unsure.
-func repositoryHasTags(ctx context.Context, repo *remote.Repository) bool {
+// firstTag returns one tag of the repository and whether it has any; hasTags is true
+// with an empty tag when unsure.
+func firstTag(ctx context.Context, repo *remote.Repository) (tag string, hasTags bool) {
 	repo.TagListPageSize = 1 // one tag answers the question
-	hasTags := true
+	hasTags = true
 	err := repo.Tags(ctx, "", func(tags []string) error {
 		hasTags = len(tags) > 0
+		if hasTags {
+			tag = tags[0]
+		}
 		return errFirstPage
 	})
 	var resp *errcode.ErrorResponse
 	switch {
 	case errors.Is(err, errFirstPage):
-		return hasTags
+		if (registry.Reference{Reference: tag}).ValidateReferenceAsTag() != nil {
+			tag = "" // not a tag this client can ask for
+		}
+		return tag, hasTags
 	case errors.Is(err, errdef.ErrNotFound), errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound:
-		return false // the repository does not exist yet
+		return "", false // the repository does not exist yet
 	default:
-		return true
+		return "", true
 	}
 }
 

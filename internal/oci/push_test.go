@@ -51,19 +51,42 @@ func TestPushSendsOnlyWhatIsNeeded(t *testing.T) {
 		t.Errorf("re-push of one changed file made %d requests, want 4: %s", total, reg.Counter)
 	}
 
-	// A new tag in a repository that has others: check each blob, upload none.
+	// A new tag in a repository that has others: the blobs another tag's manifest names
+	// (v1's, the first listed) are not checked, the others are and only a missing one is
+	// sent: GET manifest (none at v2), GET tags, GET v1's manifest, HEAD, POST+PUT
+	// upload, PUT manifest.
+	again := append([]File(nil), changed...)
+	again[3] = File{Name: again[3].Name, Data: validPolicy("changed again")}
 	reg.Reset()
-	if res := push("v2", changed); res.Uploaded != 0 {
-		t.Errorf("push under a new tag uploaded %d blobs that were there", res.Uploaded)
+	if res := push("v2", again); res.Uploaded != 1 {
+		t.Errorf("push under a new tag uploaded %d blobs, want the one no tag had", res.Uploaded)
 	}
-	if n := reg.Count("HEAD", registrytest.RouteBlob); n != 6 {
-		t.Errorf("push under a new tag checked %d blobs, want 6", n)
+	if n := reg.Count("HEAD", registrytest.RouteBlob); n != 1 {
+		t.Errorf("push under a new tag checked %d blobs, want 1", n)
+	}
+	if total := reg.Total(); total != 7 {
+		t.Errorf("push under a new tag made %d requests, want 7: %s", total, reg.Counter)
+	}
+
+	// A blob the registry holds though v1's manifest does not name it (the original
+	// third file): checked, found, not sent.
+	reg.Reset()
+	if res := push("v0", files); res.Uploaded != 0 {
+		t.Errorf("push of blobs the registry holds uploaded %d", res.Uploaded)
+	}
+	if n := reg.Count("HEAD", registrytest.RouteBlob); n != 1 {
+		t.Errorf("push under a new tag checked %d blobs, want 1 (%s)", n, reg.Counter)
 	}
 }
 
 // TestPushRecoversWhenTheRegistryDroppedABlob removes a blob the tag's manifest names;
-// the push that skipped it must notice and send it.
+// the push that skipped it, to that tag or to a new one, must notice and send it.
 func TestPushRecoversWhenTheRegistryDroppedABlob(t *testing.T) {
+	t.Run("same tag", func(t *testing.T) { testPushRecovers(t, "v1") })
+	t.Run("new tag", func(t *testing.T) { testPushRecovers(t, "v2") })
+}
+
+func testPushRecovers(t *testing.T, tag string) {
 	reg := registrytest.New(t, registrytest.Options{})
 	tr := testTransport(t)
 	tr.PlainHTTP = true
@@ -81,6 +104,7 @@ func TestPushRecoversWhenTheRegistryDroppedABlob(t *testing.T) {
 		t.Fatal(err)
 	}
 	files[0] = File{Name: files[0].Name, Data: validPolicy("new")}
+	ref.Tag = tag
 	res, err := Push(context.Background(), ref, files, PushOptions{Transport: tr})
 	if err != nil {
 		t.Fatalf("push after the registry dropped a blob: %v", err)

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
 )
 
 // testTransport isolates a test from the machine: no ~/.docker credentials, no
@@ -192,7 +195,10 @@ func TestPushPullRoundTripAndSecondPullDownloadsNothing(t *testing.T) {
 	}
 }
 
-func TestPushValidatesBeforeSendingAnything(t *testing.T) {
+// TestPushNeverTagsInvalidFiles: blobs may go up while the files are validated, but an
+// invalid set never gets a manifest, so a new tag never appears and an existing one keeps
+// its artifact.
+func TestPushNeverTagsInvalidFiles(t *testing.T) {
 	reg := registrytest.New(t, registrytest.Options{})
 	tr := testTransport(t)
 	tr.PlainHTTP = true
@@ -202,15 +208,33 @@ func TestPushValidatesBeforeSendingAnything(t *testing.T) {
 		{Name: "bad.yaml", Data: append(validPolicy("bad"), []byte("  unknownField: 1\n")...)},
 	}
 	_, err := Push(context.Background(), ref, bad, PushOptions{Transport: tr})
-	if err == nil || !strings.Contains(err.Error(), "bad.yaml") || !strings.Contains(err.Error(), "nothing was pushed") {
+	if err == nil || !strings.Contains(err.Error(), "bad.yaml") || !strings.Contains(err.Error(), "no manifest was pushed") {
 		t.Fatalf("err = %v, want a validation error naming bad.yaml", err)
 	}
 	empty := []File{{Name: "empty.yaml", Data: []byte("# nothing\n")}}
 	if _, err := Push(context.Background(), ref, empty, PushOptions{Transport: tr}); err == nil || !strings.Contains(err.Error(), "no policy in empty.yaml") {
 		t.Errorf("err = %v, want 'no policy in empty.yaml'", err)
 	}
-	if reg.Total() != 0 {
-		t.Errorf("invalid push sent %d requests: %s", reg.Total(), reg.Counter)
+	if n := reg.Count(http.MethodPut, "manifest"); n != 0 {
+		t.Errorf("invalid push sent %d manifests: %s", n, reg.Counter)
+	}
+	repo, err := NewRepository(ref, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ResolveDigest(context.Background(), repo, ref); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("tag after invalid pushes: err = %v, want not found", err)
+	}
+
+	good, err := Push(context.Background(), ref, policyFiles(3), PushOptions{Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Push(context.Background(), ref, append(policyFiles(3), bad[1]), PushOptions{Transport: tr}); err == nil {
+		t.Fatal("invalid push over an existing tag succeeded")
+	}
+	if desc, err := ResolveDigest(context.Background(), repo, ref); err != nil || desc.Digest != good.Manifest.Digest {
+		t.Errorf("tag after an invalid push = %v, %v; want the valid artifact %s", desc.Digest, err, good.Manifest.Digest)
 	}
 	if _, err := Push(context.Background(), ref, bad, PushOptions{Transport: tr, SkipValidate: true}); err != nil {
 		t.Errorf("--skip-validate push: %v", err)

@@ -12,14 +12,24 @@ import (
 // errors). It returns nil when every file holds at least one policy and every policy
 // is valid, and otherwise an error listing each problem.
 func ValidateFiles(files []File) error {
+	parsed := make([][]policy.Document, len(files))
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i], parsed[i] = f.Name, parseFile(f)
+	}
+	return validationError(names, parsed)
+}
+
+// validationError reports the problems of files already parsed (names[i] parsed into
+// parsed[i]), as ValidateFiles does.
+func validationError(names []string, parsed [][]policy.Document) error {
 	var docs []policy.Document
 	var empty []string
-	for _, f := range files {
-		parsed := parseFile(f)
-		if len(parsed) == 0 {
-			empty = append(empty, f.Name)
+	for i, p := range parsed {
+		if len(p) == 0 {
+			empty = append(empty, names[i])
 		}
-		docs = append(docs, parsed...)
+		docs = append(docs, p...)
 	}
 	err := policy.FirstError(docs)
 	if len(empty) > 0 {
@@ -28,13 +38,18 @@ func ValidateFiles(files []File) error {
 	return err
 }
 
-// Validate parses the set's policies strictly, as ValidateFiles does.
+// Validate parses the set's policies strictly, as ValidateFiles does; files parsed while
+// they were fetched (FetchOptions.parse) are not parsed again.
 func (s *PolicySet) Validate() error {
-	files := make([]File, len(s.Policies))
+	names := make([]string, len(s.Policies))
+	parsed := make([][]policy.Document, len(s.Policies))
 	for i, p := range s.Policies {
-		files[i] = File{Name: p.Name, Data: p.Data}
+		names[i], parsed[i] = p.Name, p.documents
+		if !p.parsed {
+			parsed[i] = parseFile(File{Name: p.Name, Data: p.Data})
+		}
 	}
-	return ValidateFiles(files)
+	return validationError(names, parsed)
 }
 
 // parseFile parses one file with the default (strict) options; the size limit is
