@@ -42,7 +42,7 @@ In the guest (scripts/kubearmor-vm/scenario/scenario.sh):
   kubearmor -k8s=false -useOCIHooks=true -lsm=bpf ...        (no runtime socket)
   karmord --policy-ref 127.0.0.1:5000/karmor/policies:live --kubearmor-socket /var/run/kubearmor/ka.sock \
           --kubearmor-policy-addr 127.0.0.1:32767 ...
-  runc run -d --no-pivot --bundle /bundles/web-1 web-1        (karmor-hook injected, app=web)
+  runc run -d --no-pivot --bundle /bundles/web-1 web-1        (karmor-hook injected, named web-1)
 EOF
 BIN=$BIN "$REPO/scripts/kubearmor-vm/run.sh" "$D" "$REPO/scripts/kubearmor-vm/scenario" | indent ||
 	{ tail -n 40 "$D/console.log" 2>/dev/null | indent; fail "the guest's scenario failed"; }

@@ -4,7 +4,7 @@
 # asserts on the records, scripts/demo-kubearmor.sh prints them.
 #
 #   d. KubeArmor (-useOCIHooks, no runtime socket) starts with no containers; karmord then feeds it.
-#   a. web-1 (app=web) starts through karmor-hook; policy v1 (pushed with `karmor oci push`,
+#   a. web-1 starts through karmor-hook; policy v1 (pushed with `karmor oci push`,
 #      followed by karmord) blocks reading /etc/shadow and running /usr/local/bin/cat in it.
 #   b. v2 drops the file rule: /etc/shadow reads again.
 #   c. KubeArmor is killed; web-2 starts while it is down; KubeArmor restarts and both are
@@ -81,10 +81,11 @@ start_kubearmor() {
 	record "kubearmor-start-$1 rc=0 seconds=$(since "$t0")"
 }
 
-# bundle NAME: a runc bundle running sleep in a busybox root file system, named NAME and labelled
-# app=web by annotations, with karmor-hook injected. runc containers have no labels of their own:
-# karmor.io/pod-labels gives them some, which karmord matches and sends to KubeArmor (a plain
-# annotation is matched by karmord but not sent).
+# bundle NAME: a runc bundle running sleep in a busybox root file system, with karmor-hook
+# injected, named NAME by the kubearmor.io/container.name annotation. A plain runc container has no
+# labels that anything vouches for (docs/identity.md: karmor.io/pod-labels counts only when
+# karmor-nri wrote it for that container), so the policies select these containers by name, as
+# KubeArmor's non-Kubernetes mode does.
 rootfs() {
 	mkdir -p /rootfs/bin /rootfs/etc /rootfs/proc /rootfs/dev /rootfs/sys /rootfs/tmp /rootfs/usr/local/bin
 	cp /bin/busybox /rootfs/bin/busybox
@@ -99,7 +100,7 @@ rootfs() {
 bundle() {
 	mkdir -p "/bundles/$1"
 	(cd "/bundles/$1" && runc spec)
-	annotations='"annotations": {"karmor.io/pod-labels": "{\\"app\\": \\"web\\"}", "kubearmor.io/container.name": "'"$1"'"},'
+	annotations='"annotations": {"kubearmor.io/container.name": "'"$1"'"},'
 	sed -i -e 's/"terminal": true/"terminal": false/' \
 		-e 's/^\([[:space:]]*\)"sh"$/\1"sleep", "100000"/' \
 		-e 's|"path": "rootfs"|"path": "/rootfs"|' \
