@@ -222,16 +222,22 @@ func (d *dockerDaemon) dockerCode(t *testing.T, args ...string) (string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, dockerCLI, append([]string{"-H", "unix://" + d.socket()}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	// Only stdout is the answer: the CLI prints the daemon's warnings (IPv4 forwarding off,
+	// unsupported cgroup controllers, which depend on the host's state) on stderr, and a
+	// container ID followed by one would match nothing.
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
-			return out.String(), ee.ExitCode()
+			return stdout.String() + stderr.String(), ee.ExitCode()
 		}
-		return out.String() + err.Error(), -1
+		return stdout.String() + stderr.String() + err.Error(), -1
 	}
-	return strings.TrimSpace(out.String()), 0
+	if stderr.Len() > 0 {
+		t.Logf("docker %s (stderr): %s", strings.Join(args, " "), strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(stdout.String()), 0
 }
 
 func (d *dockerDaemon) docker(t *testing.T, args ...string) string {
