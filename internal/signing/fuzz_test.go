@@ -1,11 +1,11 @@
 package signing
 
 import (
-	"context"
 	"crypto/elliptic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/sigstore/sigstore-go/pkg/sign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 )
 
@@ -60,7 +60,7 @@ func FuzzVerifyBundle(f *testing.F) {
 		f.Fatal(err)
 	}
 	manifest := digest.FromString("manifest")
-	seed, err := bundleJSON(context.Background(), manifest, priv, nil)
+	seed, err := bundleJSON(manifest, priv, sign.BundleOptions{})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func Sign(ctx context.Context, repo *remote.Repository, manifest ocispec.Descrip
 
 // signBundle writes a Sigstore bundle as a referrer of manifest, as `cosign sign` v3 does.
 func signBundle(ctx context.Context, repo *remote.Repository, manifest ocispec.Descriptor, key *PrivateKey, now time.Time) (*Signed, error) {
-	data, err := bundleJSON(ctx, manifest.Digest, key, nil)
+	data, err := bundleJSON(manifest.Digest, key, sign.BundleOptions{Context: ctx})
 	if err != nil {
 		return nil, err
 	}
@@ -114,14 +114,15 @@ func pushBundle(ctx context.Context, repo *remote.Repository, manifest ocispec.D
 }
 
 // bundleJSON signs cosign's statement for manifest into a Sigstore bundle, encoded as cosign
-// stores it. certificate, when set, provides the key's certificate (keyless signing); else the
-// bundle names the public key.
-func bundleJSON(ctx context.Context, manifest digest.Digest, key *PrivateKey, certificate sign.CertificateProvider) ([]byte, error) {
+// stores it. karmor signs with opts holding only a context: the bundle names the public key
+// and has no log entry (nothing is sent anywhere). Tests add a certificate provider (keyless
+// signing) and transparency logs, as cosign's keyless signing has them.
+func bundleJSON(manifest digest.Digest, key *PrivateKey, opts sign.BundleOptions) ([]byte, error) {
 	payload, err := newStatement(manifest)
 	if err != nil {
 		return nil, err
 	}
-	b, err := sign.Bundle(&sign.DSSEData{Data: payload, PayloadType: mediaTypeInToto}, keypair{key}, sign.BundleOptions{Context: ctx, CertificateProvider: certificate})
+	b, err := sign.Bundle(&sign.DSSEData{Data: payload, PayloadType: mediaTypeInToto}, keypair{key}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("sign with %s: %w", key.Name, err)
 	}
