@@ -2,7 +2,7 @@ GO       ?= go
 BIN      ?= bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/karmor/karmor/internal/version.Version=$(VERSION)
-PROGRAMS := karmor karmor-hook karmord karmor-nri karmor-runc
+PROGRAMS := karmor karmor-hook karmord karmor-nri karmor-runc karmor-controller
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
 .PHONY: build test lint fuzz clean manifests image

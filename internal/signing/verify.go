@@ -115,11 +115,7 @@ func LoadTrustedRoot(path string) (*root.TrustedRoot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trusted root: %w", err)
 	}
-	tr, err := root.NewTrustedRootFromJSON(data)
-	if err != nil {
-		return nil, fmt.Errorf("trusted root %s: %w", path, err)
-	}
-	return tr, nil
+	return ParseTrustedRoot(path, data)
 }
 
 // Attempt is one signature tried.
@@ -634,4 +630,17 @@ func (f TrustFiles) Load() (*Trust, error) {
 		return nil, err
 	}
 	return trust, nil
+}
+
+// ParseTrustedRoot parses a Sigstore trusted_root.json held in memory (a ConfigMap's entry);
+// name says where it came from, for messages.
+func ParseTrustedRoot(name string, data []byte) (*root.TrustedRoot, error) {
+	if len(data) > 4<<20 {
+		return nil, fmt.Errorf("trusted root %s is %d bytes, more than 4 MiB", name, len(data))
+	}
+	tr, err := root.NewTrustedRootFromJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("trusted root %s: %w", name, err)
+	}
+	return tr, nil
 }
