@@ -82,6 +82,7 @@ type Controller struct {
 	sources  cache.SharedIndexInformer
 	objects  dynamicinformer.DynamicSharedInformerFactory
 	stop     <-chan struct{}
+	ensureMu sync.Mutex // one ensureKind at a time: an informer is made and handled once
 	kindsMu  sync.Mutex
 	kinds    map[string]cache.SharedIndexInformer // started informers per KubeArmor kind
 	statesMu sync.Mutex
@@ -190,7 +191,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		LockConfig: resourcelock.ResourceLockConfig{Identity: c.cfg.Identity},
 	}
 	done := make(chan struct{})
-	var lost atomic.Bool
+	var lost, started atomic.Bool
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		LeaseDuration:   c.cfg.LeaseDuration,
@@ -201,6 +202,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		Name:            c.cfg.LeaderElectionID,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(ctx context.Context) {
+				started.Store(true)
 				defer close(done)
 				c.log.Info("leading: reconciling PolicySources", "identity", c.cfg.Identity)
 				c.lead(ctx)
@@ -222,8 +224,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.log.Info("waiting for leadership", "lease", c.cfg.LeaderElectionNamespace+"/"+c.cfg.LeaderElectionID, "identity", c.cfg.Identity)
 	elector.Run(ctx)
-	if c.leading.Load() {
-		<-done
+	if started.Load() {
+		<-done // no write after Run returns
 	}
 	if lost.Load() {
 		return errors.New("lost leadership: exiting so that this replica starts again as a candidate")
@@ -307,6 +309,8 @@ func (c *Controller) enqueueOwner(obj any) {
 
 // ensureKind starts the informer of a KubeArmor kind once the API server serves it.
 func (c *Controller) ensureKind(ctx context.Context, k kindInfo) error {
+	c.ensureMu.Lock()
+	defer c.ensureMu.Unlock()
 	c.kindsMu.Lock()
 	_, ok := c.kinds[k.Kind]
 	c.kindsMu.Unlock()

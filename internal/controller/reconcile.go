@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/karmor/karmor/internal/policysource"
@@ -32,6 +33,7 @@ type outcome struct {
 	pruneErrs  []error
 	clashes    []string
 	applied    []PolicyRef // in force: applied now or unchanged
+	ran        bool        // the content in force was applied (not suspended, no config error)
 	created    int
 	updated    int
 	deleted    int
@@ -142,6 +144,7 @@ func (c *Controller) follow(ctx context.Context, src *source, st *state, out *ou
 
 // apply applies the content's objects that changed and prunes ours that left it.
 func (c *Controller) apply(ctx context.Context, src *source, content *policysource.Content, out *outcome) {
+	out.ran = true
 	want, err := desiredObjects(content, src)
 	if err != nil {
 		out.desiredErr = err
@@ -312,17 +315,28 @@ func (c *Controller) finalize(ctx context.Context, src *source) error {
 		c.forget(src.key())
 		return nil
 	}
-	for _, k := range kubeArmorKinds {
-		_ = c.ensureKind(ctx, k) // a kind not served holds no objects of ours
-	}
+	// Listed from the API server, not the caches: an object applied a moment ago and not yet
+	// cached would otherwise outlive its PolicySource.
+	sel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue,
+		LabelSourceNamespace: src.obj.GetNamespace(), LabelSourceName: src.obj.GetName()}).String()
 	var errs []error
 	deleted := 0
-	for _, obj := range c.owned(src) {
-		info, _ := kindByName(obj.GetKind())
-		if err := c.deleteOne(ctx, info, obj); err != nil {
-			errs = append(errs, fmt.Errorf("prune %s/%s: %w", obj.GetKind(), obj.GetName(), err))
-		} else {
-			deleted++
+	for _, k := range kubeArmorKinds {
+		list, err := c.dyn.Resource(k.GVR).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if apierrors.IsNotFound(err) {
+			continue // the kind is not served: no objects of ours
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list %s: %w", k.Kind, err))
+			continue
+		}
+		for i := range list.Items {
+			obj := &list.Items[i]
+			if err := c.deleteOne(ctx, k, obj); err != nil {
+				errs = append(errs, fmt.Errorf("prune %s/%s: %w", k.Kind, obj.GetName(), err))
+			} else {
+				deleted++
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -356,7 +370,7 @@ func (c *Controller) writeStatus(ctx context.Context, src *source, st *state, ou
 	if st.oci != nil {
 		content = st.oci.Current()
 	}
-	inForce := content != nil && out.desiredErr == nil && out.crdErr == nil && len(out.applyErrs) == 0
+	inForce := out.ran && content != nil && out.desiredErr == nil && out.crdErr == nil && len(out.applyErrs) == 0
 	if inForce {
 		s.Digest, s.Ref, s.SignedBy = content.Digest, content.Location, content.SignedBy
 		s.Policies = slices.Clone(out.applied)

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/sigstore/sigstore-go/pkg/sign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 )
 
@@ -60,7 +59,7 @@ func FuzzVerifyBundle(f *testing.F) {
 		f.Fatal(err)
 	}
 	manifest := digest.FromString("manifest")
-	seed, err := bundleJSON(manifest, priv, sign.BundleOptions{})
+	seed, err := bundleJSON(manifest, priv)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -134,11 +134,7 @@ func (s virtualSigstore) keylessBundle(t *testing.T, manifest digest.Digest, ide
 	if logged {
 		opts.TransparencyLogs = s.logged()
 	}
-	data, err := bundleJSON(manifest, key, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return sigstoreBundle(t, manifest, key, opts)
 }
 
 // keyBundle signs manifest with key, with an entry in the log when logged (as `cosign sign
@@ -149,11 +145,7 @@ func (s virtualSigstore) keyBundle(t *testing.T, manifest digest.Digest, key *Pr
 	if logged {
 		opts.TransparencyLogs = s.logged()
 	}
-	data, err := bundleJSON(manifest, key, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return sigstoreBundle(t, manifest, key, opts)
 }
 
 // editEntry decodes a bundle, lets edit change its log entry and encodes it again.
@@ -228,11 +220,7 @@ func TestVerifyTransparencyLogEntries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		data, err := bundleJSON(manifest, key, sign.BundleOptions{CertificateProvider: certificateProvider{leaf.Raw}, TransparencyLogs: otherLog.logged()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return data
+		return sigstoreBundle(t, manifest, key, sign.BundleOptions{CertificateProvider: certificateProvider{leaf.Raw}, TransparencyLogs: otherLog.logged()})
 	}()
 	refused := map[string]struct {
 		bundle []byte
@@ -316,5 +304,42 @@ func TestVerifyRequiresTlogThroughARegistry(t *testing.T) {
 	keyTrust.RequireTlog = false
 	if v, err := Verify(ctx, legacy.Repo, legacy.Manifest, keyTrust); err != nil || v.Err() != nil {
 		t.Fatalf("legacy signature, log optional: %v, %v", err, v.Err())
+	}
+}
+
+// TestBundleMatchesSigstoreGo: the bundle karmor writes for a key is the one sigstore-go's
+// signer (what cosign uses) writes, field for field but the signature (ECDSA signatures are
+// randomized), and both verify.
+func TestBundleMatchesSigstoreGo(t *testing.T) {
+	keys := newTestKeys(t, "k")
+	manifest := digest.FromString("policies")
+	ours, err := bundleJSON(manifest, keys.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs := sigstoreBundle(t, manifest, keys.Private, sign.BundleOptions{})
+	withoutSignature := func(data []byte) string {
+		var b protobundle.Bundle
+		if err := protojson.Unmarshal(data, &b); err != nil {
+			t.Fatal(err)
+		}
+		if sigs := b.GetDsseEnvelope().GetSignatures(); len(sigs) != 1 || len(sigs[0].Sig) == 0 {
+			t.Fatalf("signatures: %v", sigs)
+		}
+		b.GetDsseEnvelope().Signatures[0].Sig = nil
+		out, err := protojson.Marshal(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	if a, b := withoutSignature(ours), withoutSignature(theirs); a != b {
+		t.Fatalf("karmor's bundle:\n%s\nsigstore-go's:\n%s", a, b)
+	}
+	trust := &Trust{Keys: []*PublicKey{keys.Public}}
+	for name, data := range map[string][]byte{"karmor's": ours, "sigstore-go's": theirs} {
+		if _, err := VerifyBundle(data, manifest, trust); err != nil {
+			t.Errorf("%s bundle: %v", name, err)
+		}
 	}
 }
