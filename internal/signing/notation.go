@@ -90,6 +90,10 @@ func verifyNotationReferrer(ctx context.Context, repo *remote.Repository, subjec
 		a.Error = "notation signature, but no notation certificate is trusted"
 		return a
 	}
+	if trust.RequireTlog {
+		a.Error = "a transparency log entry is required (--require-tlog), and notation signatures have none"
+		return a
+	}
 	v, err := notationVerifier(trust)
 	if err != nil {
 		a.Error = err.Error()

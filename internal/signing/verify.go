@@ -346,6 +346,12 @@ func VerifyBundle(data []byte, manifest digest.Digest, trust *Trust) (string, er
 		return "", fmt.Errorf("bundle: %w", err)
 	}
 
+	if trust.RequireTlog {
+		if err := tlogProblem(b, trust.TrustedRoot); err != nil {
+			return "", err
+		}
+	}
+
 	var check func() (*verify.VerificationResult, string, error)
 	if content.Certificate() != nil {
 		if len(trust.Identities) == 0 {
@@ -366,6 +372,32 @@ func VerifyBundle(data []byte, manifest digest.Digest, trust *Trust) (string, er
 		return "", fmt.Errorf("the bundle signs a statement of predicate type %q, not a signature (%s)", result.Statement.GetPredicateType(), PredicateTypeCosignSign)
 	}
 	return signer, nil
+}
+
+// tlogProblem names, in terms a user can act on, the two usual reasons a bundle cannot meet
+// RequireTlog: it has no log entry at all (signed by karmor, or by cosign with
+// --tlog-upload=false), or its entries are all from logs the trusted root does not name (a
+// trusted root of another Sigstore instance). sigstore-go reports both only as "not enough
+// verified log entries"; it still checks everything else (proofs, promises, signatures).
+func tlogProblem(b *bundle.Bundle, trusted root.TrustedMaterial) error {
+	entries, err := b.TlogEntries()
+	if err != nil {
+		return fmt.Errorf("transparency log entry: %w", err)
+	}
+	if len(entries) == 0 {
+		return errors.New("the bundle has no transparency log entry, and one is required (--require-tlog)")
+	}
+	logs := trusted.RekorLogs()
+	var unknown []string
+	for _, e := range entries {
+		// sigstore-go's key of a log: the hex of the log ID the entry names.
+		id := hex.EncodeToString([]byte(e.LogKeyID()))
+		if _, ok := logs[id]; ok {
+			return nil
+		}
+		unknown = append(unknown, id)
+	}
+	return fmt.Errorf("the bundle's transparency log entry is from log %s, which the trusted root does not name (a trusted root of another Sigstore instance?), and one is required (--require-tlog)", strings.Join(unknown, ", "))
 }
 
 // parseBundle decodes a bundle from untrusted bytes: bounded, and only DSSE bundles (what
@@ -521,6 +553,11 @@ func verifyLegacyLayer(ctx context.Context, repo *remote.Repository, manifest di
 func VerifyLegacyPayload(payload, sig []byte, manifest digest.Digest, trust *Trust) (string, error) {
 	if len(trust.Keys) == 0 {
 		return "", errors.New("signed with a key, but no key is trusted")
+	}
+	if trust.RequireTlog {
+		// cosign v2 keeps a log entry in an annotation beside this format; karmor does not
+		// read it, so it cannot tell a logged signature from one that is not.
+		return "", errors.New("a transparency log entry is required (--require-tlog), and karmor checks them only in Sigstore bundles, not in the legacy .sig format")
 	}
 	signer := ""
 	for _, key := range trust.Keys {
