@@ -182,8 +182,8 @@ func TestPolicySourceLifecycle(t *testing.T) {
 	if got := resourceVersions(t, k, ns, "flow"); !maps.Equal(got, rvs) {
 		t.Errorf("the restarted controller wrote:\nbefore %v\nafter  %v", rvs, got)
 	}
-	if got := events(t, k, ns, "flow"); len(got) != len(evs) {
-		t.Errorf("the restarted controller sent Events: %v", got[len(evs):])
+	if got := events(t, k, ns, "flow"); !slices.Equal(got, evs) {
+		t.Errorf("the restarted controller sent Events:\nbefore %v\nafter  %v", evs, got)
 	}
 
 	// An invalid v3 (pushed with --skip-validate) changes nothing, and the conditions say why.
@@ -373,7 +373,11 @@ func TestCorpusAccepted(t *testing.T) {
 	type want struct{ spec map[string]any }
 	wants := map[PolicyRef]want{}
 	var files []string
+	bases := map[string]bool{}
 	for _, p := range paths {
+		if base := filepath.Base(p); bases[base] || oci.ValidateTitle(base) != nil {
+			continue // the artifact names files by base name
+		}
 		data, err := os.ReadFile(p)
 		must(t, err)
 		docs := policy.ParseBytes(p, data, policy.Options{})
@@ -409,6 +413,7 @@ func TestCorpusAccepted(t *testing.T) {
 			continue
 		}
 		maps.Copy(wants, refs)
+		bases[filepath.Base(p)] = true
 		files = append(files, filepath.Base(p), string(data))
 	}
 	if len(wants) < 100 {

@@ -315,7 +315,8 @@ func events(t *testing.T, k *testutil.KubeAPI, ns, name string) []string {
 	must(t, err)
 	var out []string
 	for _, e := range list.Items {
-		out = append(out, e.Type+" "+e.Reason+": "+e.Message)
+		// The count too: the recorder patches a repeated Event rather than creating one.
+		out = append(out, fmt.Sprintf("%s %s: %s (x%d)", e.Type, e.Reason, e.Message, e.Count))
 	}
 	return out
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/karmor/karmor/internal/oci"
 )
@@ -79,6 +80,7 @@ func DefaultLeaderElectionNamespace() string {
 // and the controller.
 func Main(ctx context.Context, opts Options) error {
 	log := opts.Logger
+	klog.SetSlogLogger(log) // client-go's own messages in the same log, same format
 	restCfg, err := RestConfig(opts.Kubeconfig)
 	if err != nil {
 		return err
