@@ -187,27 +187,6 @@ func TestVerifyTransparencyLogEntries(t *testing.T) {
 	keyless := sigstore.keylessBundle(t, manifest, who, issuer, true)
 	keyed := sigstore.keyBundle(t, manifest, keys.Private, true)
 
-	accepted := map[string]struct {
-		bundle []byte
-		trust  TrustFiles
-		signer string
-	}{
-		"keyless, log required":    {keyless, required(identity), who + " from " + issuer},
-		"keyless, log optional":    {keyless, identity, who + " from " + issuer},
-		"key, log required":        {keyed, required(byKey), keys.Public.Describe()},
-		"key, log optional":        {keyed, byKey, keys.Public.Describe()},
-		"keyless without an entry": {sigstore.keylessBundle(t, manifest, who, issuer, false), identity, who + " from " + issuer},
-		"key without an entry":     {sigstore.keyBundle(t, manifest, keys.Private, false), byKey, keys.Public.Describe()},
-	}
-	for name, c := range accepted {
-		t.Run("accepts "+name, func(t *testing.T) {
-			signer, err := VerifyBundle(c.bundle, manifest, load(t, c.trust))
-			if err != nil || signer != c.signer {
-				t.Fatalf("signer %q, err %v; want %q", signer, err, c.signer)
-			}
-		})
-	}
-
 	otherLog := newVirtualSigstore(t)
 	// A log the trusted root does not name signed the entry: the same signature and
 	// certificate, logged elsewhere. For the key, the whole bundle is from the other log.
@@ -222,6 +201,30 @@ func TestVerifyTransparencyLogEntries(t *testing.T) {
 		}
 		return sigstoreBundle(t, manifest, key, sign.BundleOptions{CertificateProvider: certificateProvider{leaf.Raw}, TransparencyLogs: otherLog.logged()})
 	}()
+	accepted := map[string]struct {
+		bundle []byte
+		trust  TrustFiles
+		signer string
+	}{
+		"keyless, log required":    {keyless, required(identity), who + " from " + issuer},
+		"keyless, log optional":    {keyless, identity, who + " from " + issuer},
+		"key, log required":        {keyed, required(byKey), keys.Public.Describe()},
+		"key, log optional":        {keyed, byKey, keys.Public.Describe()},
+		"keyless without an entry": {sigstore.keylessBundle(t, manifest, who, issuer, false), identity, who + " from " + issuer},
+		"key without an entry":     {sigstore.keyBundle(t, manifest, keys.Private, false), byKey, keys.Public.Describe()},
+		// The entry's log is not in the trusted root, and the log is not required: as
+		// without an entry, the certificate must be valid now (it is).
+		"keyless, unknown log, log optional": {keylessOtherLog, identity, who + " from " + issuer},
+	}
+	for name, c := range accepted {
+		t.Run("accepts "+name, func(t *testing.T) {
+			signer, err := VerifyBundle(c.bundle, manifest, load(t, c.trust))
+			if err != nil || signer != c.signer {
+				t.Fatalf("signer %q, err %v; want %q", signer, err, c.signer)
+			}
+		})
+	}
+
 	refused := map[string]struct {
 		bundle []byte
 		trust  TrustFiles

@@ -14,6 +14,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/tlog"
 	"github.com/sigstore/sigstore-go/pkg/verify"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
@@ -387,17 +388,34 @@ func tlogProblem(b *bundle.Bundle, trusted root.TrustedMaterial) error {
 	if len(entries) == 0 {
 		return errors.New("the bundle has no transparency log entry, and one is required (--require-tlog)")
 	}
+	if known, unknown := entriesOfKnownLogs(entries, trusted); known == 0 {
+		return fmt.Errorf("the bundle's transparency log entry is from log %s, which the trusted root does not name (a trusted root of another Sigstore instance?), and one is required (--require-tlog)", strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+// knownLogEntry reports whether any entry is from a log the trusted root names.
+func knownLogEntry(entries []*tlog.Entry, trusted root.TrustedMaterial) bool {
+	known, _ := entriesOfKnownLogs(entries, trusted)
+	return known > 0
+}
+
+// entriesOfKnownLogs counts the entries from logs the trusted root names and lists the IDs
+// of the other logs.
+func entriesOfKnownLogs(entries []*tlog.Entry, trusted root.TrustedMaterial) (int, []string) {
 	logs := trusted.RekorLogs()
+	known := 0
 	var unknown []string
 	for _, e := range entries {
 		// sigstore-go's key of a log: the hex of the log ID the entry names.
 		id := hex.EncodeToString([]byte(e.LogKeyID()))
 		if _, ok := logs[id]; ok {
-			return nil
+			known++
+		} else {
+			unknown = append(unknown, id)
 		}
-		unknown = append(unknown, id)
 	}
-	return fmt.Errorf("the bundle's transparency log entry is from log %s, which the trusted root does not name (a trusted root of another Sigstore instance?), and one is required (--require-tlog)", strings.Join(unknown, ", "))
+	return known, unknown
 }
 
 // parseBundle decodes a bundle from untrusted bytes: bounded, and only DSSE bundles (what
@@ -454,10 +472,11 @@ func verifyKeyless(b *bundle.Bundle, artifact verify.ArtifactPolicyOption, trust
 		opts = append(opts, verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1))
 	case len(timestamps) > 0:
 		opts = append(opts, verify.WithSignedTimestamps(1))
-	case len(entries) > 0 && len(trust.TrustedRoot.RekorLogs()) > 0:
+	case knownLogEntry(entries, trust.TrustedRoot):
 		opts = append(opts, verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1))
 	default:
-		// No time observed by a third party: the certificate must be valid now.
+		// No time observed by a third party the trusted root names (an entry of another
+		// log proves nothing here): the certificate must be valid now.
 		opts = append(opts, verify.WithCurrentTime())
 	}
 	v, err := verify.NewVerifier(trust.TrustedRoot, opts...)
