@@ -127,8 +127,8 @@ func grants(t *testing.T, r rbacObject) []string {
 // TestControllerRBACIsTheContract: with the controller on, the chart renders one ClusterRole
 // granting exactly the contract's rules and one Role granting exactly the Lease rules in the
 // release namespace, each bound to karmor-controller's ServiceAccount and to nothing else; the
-// same holds in the plain manifest deploy/manifests/karmor-controller.yaml, which the
-// controller's RBAC test reads.
+// same holds in the plain manifest deploy/manifests/karmor-controller.yaml and in the RBAC the
+// controller's own tests run it under (internal/controller/testdata/rbac.yaml).
 func TestControllerRBACIsTheContract(t *testing.T) {
 	for name, manifest := range map[string][]byte{
 		"chart":                             render(t, "controller"),
@@ -175,6 +175,22 @@ func TestControllerRBACIsTheContract(t *testing.T) {
 				t.Errorf("bindings found for %v, want the ClusterRole and the Role", bound)
 			}
 		})
+	}
+	// The controller's own tests run it as a user bound to internal/controller/testdata/rbac.yaml:
+	// those rules must be the chart's, or its RBAC test proves nothing about the chart.
+	testRBAC, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "internal", "controller", "testdata", "rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	croles, roles := decodeAs[rbacObject](t, testRBAC, "ClusterRole"), decodeAs[rbacObject](t, testRBAC, "Role")
+	if len(croles) != 1 || len(roles) != 1 {
+		t.Fatalf("internal/controller/testdata/rbac.yaml: %d ClusterRoles and %d Roles, want one each", len(croles), len(roles))
+	}
+	if got := grants(t, croles[0]); !slices.Equal(got, contractRules) {
+		t.Errorf("internal/controller/testdata/rbac.yaml's ClusterRole grants %v, the chart %v", got, contractRules)
+	}
+	if got := grants(t, roles[0]); !slices.Equal(got, contractLeaseRules) {
+		t.Errorf("internal/controller/testdata/rbac.yaml's Role grants %v, the chart %v", got, contractLeaseRules)
 	}
 }
 
