@@ -180,7 +180,7 @@ func splitYAML(data []byte) ([]*yaml.Node, error) {
 
 // toJSONValue converts a YAML node to the JSON value it means, with YAML 1.2 core types (the
 // strict parser accepted nothing else where it matters). Scalars of other tags (timestamps,
-// binary) stay the text they were written as.
+// binary) stay the text they were written as; null members of mappings are left out.
 func toJSONValue(n *yaml.Node, budget *int, depth int) (any, error) {
 	*budget--
 	if *budget < 0 || depth > 256 {
@@ -213,6 +213,13 @@ func toJSONValue(n *yaml.Node, budget *int, depth int) (any, error) {
 			v, err := toJSONValue(n.Content[i+1], budget, depth+1)
 			if err != nil {
 				return nil, err
+			}
+			if v == nil {
+				// `severity:` with nothing after it. kubectl create/apply get away with it because
+				// the API server prunes nulls of non-nullable fields (KubeArmor's CRDs have no
+				// nullable one), but server-side apply refuses them as type errors. Dropping them
+				// stores what kubectl would have.
+				continue
 			}
 			m[k.Value] = v
 		}

@@ -46,6 +46,7 @@ metadata:
   labels: {team: a}
   annotations: {note: kept, karmor.io/content-hash: forged}
 spec:
+  severity:
   selector:
     matchLabels: {app: web}
   process:
@@ -74,6 +75,9 @@ spec:
 	if exp.GetLabels()["team"] != "a" || exp.GetLabels()[LabelSourceName] != "src" || exp.GetAnnotations()["note"] != "kept" ||
 		exp.GetAnnotations()[AnnotationContentHash] != got[1].hash || exp.GetAnnotations()[AnnotationAppliedFrom] != "r/p@sha256:1" {
 		t.Errorf("metadata: %v", exp.Object["metadata"])
+	}
+	if _, ok := exp.Object["spec"].(map[string]any)["severity"]; ok {
+		t.Error("a null member was kept: server-side apply refuses it")
 	}
 	if _, ok := got[0].obj.Object["metadata"].(map[string]any)["namespace"]; ok {
 		t.Error("a cluster-scoped object got a namespace")
