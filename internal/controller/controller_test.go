@@ -538,3 +538,43 @@ func dropNulls(v any) any {
 	}
 	return v
 }
+
+// TestRegistryDown: with the registry gone, the objects stay and Ready says why; a controller
+// started while it is down changes nothing at all (the objects in the API server are the last
+// good set, there is no disk cache to lose).
+func TestRegistryDown(t *testing.T) {
+	k := env(t)
+	ns := k.NewNamespace(t, "down")
+	reg := registrytest.New(t, registrytest.Options{})
+	ref := reg.Host + "/policies/down:prod"
+	v1 := push(t, ref, false, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
+	r := startController(t, k, ns)
+	createSource(t, k, ns, "down", map[string]any{"ref": ref, "interval": testInterval, "insecure": true})
+	waitCondition(t, k, ns, "down", CondReady, metav1.ConditionTrue, ReasonApplied)
+	objRVs := resourceVersions(t, k, ns, "down")
+	delete(objRVs, "PolicySource")
+
+	reg.Close()
+	src := waitCondition(t, k, ns, "down", CondReady, metav1.ConditionFalse, ReasonFetchFailed)
+	if src.status.Digest != v1 || src.status.PolicyCount != 1 || !strings.Contains(src.status.LastError, "stay in force") {
+		t.Errorf("status with the registry down: %+v", src.status)
+	}
+	waitEvent(t, k, ns, "down", "Warning FetchFailed")
+	r.waitChecks(t, ns, "down", 1)
+	r.stop()
+	rvs, evs := resourceVersions(t, k, ns, "down"), events(t, k, ns, "down")
+	got := maps.Clone(rvs)
+	delete(got, "PolicySource")
+	if !maps.Equal(got, objRVs) {
+		t.Errorf("objects changed while the registry was down:\nbefore %v\nafter  %v", objRVs, got)
+	}
+
+	r = startController(t, k, ns)
+	r.waitChecks(t, ns, "down", 3)
+	if got = resourceVersions(t, k, ns, "down"); !maps.Equal(got, rvs) {
+		t.Errorf("a controller started with the registry down wrote:\nbefore %v\nafter  %v", rvs, got)
+	}
+	if got := events(t, k, ns, "down"); !slices.Equal(got, evs) {
+		t.Errorf("a controller started with the registry down sent Events:\nbefore %v\nafter  %v", evs, got)
+	}
+}
