@@ -578,3 +578,30 @@ func TestRegistryDown(t *testing.T) {
 		t.Errorf("a controller started with the registry down sent Events:\nbefore %v\nafter  %v", evs, got)
 	}
 }
+
+// TestMissingKubeArmorCRDs runs against an API server of its own that serves PolicySources but
+// none of KubeArmor's kinds: Ready says to install KubeArmor's CRDs; once they are installed,
+// the policies are applied without a restart.
+func TestMissingKubeArmorCRDs(t *testing.T) {
+	env(t) // the shared API server must be startable here; this test starts a second one
+	bare, err := testutil.StartKubeAPI(testutil.KubeAPIOptions{})
+	t.Cleanup(bare.Stop)
+	bare = testutil.RequireKubeAPI(t, bare, err)
+	ctx := context.Background()
+	must(t, bare.InstallCRDs(ctx, filepath.Join(testutil.RepoRoot(t), "deploy/helm/karmor/crds/policysources.karmor.io.yaml")))
+	ns := bare.NewNamespace(t, "nocrd")
+	reg := registrytest.New(t, registrytest.Options{})
+	ref := reg.Host + "/policies/nocrd:prod"
+	push(t, ref, false, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
+	startControllerAs(t, bare.AdminConfig(), ns)
+	createSource(t, bare, ns, "nocrd", map[string]any{"ref": ref, "interval": testInterval, "insecure": true})
+	src := waitCondition(t, bare, ns, "nocrd", CondReady, metav1.ConditionFalse, ReasonCRDMissing)
+	if msg := conditionMessage(src, CondReady); !strings.Contains(msg, "install KubeArmor's CRDs") {
+		t.Errorf("Ready message: %s", msg)
+	}
+	must(t, bare.InstallCRDs(ctx, testutil.KubeArmorCRDFiles(t)...))
+	waitCondition(t, bare, ns, "nocrd", CondReady, metav1.ConditionTrue, ReasonApplied)
+	if _, ok := managed(t, bare, ns, "nocrd")[PolicyRef{Kind: "KubeArmorPolicy", Namespace: ns, Name: "web"}]; !ok {
+		t.Error("web not applied once the CRDs were installed")
+	}
+}

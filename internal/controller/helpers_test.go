@@ -24,6 +24,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/testutil"
@@ -160,8 +161,13 @@ type running struct {
 
 func startController(t *testing.T, k *testutil.KubeAPI, ns string) *running {
 	t.Helper()
+	return startControllerAs(t, k.UserConfig(controllerUser), ns)
+}
+
+func startControllerAs(t *testing.T, cfg *rest.Config, ns string) *running {
+	t.Helper()
 	c, err := New(Config{
-		Rest:           k.UserConfig(controllerUser),
+		Rest:           cfg,
 		WatchNamespace: ns,
 		Transport:      oci.TransportOptions{Retry: transport.Retry},
 		Logger:         slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
