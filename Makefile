@@ -2,7 +2,7 @@ GO       ?= go
 BIN      ?= bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/karmor/karmor/internal/version.Version=$(VERSION)
-PROGRAMS := karmor karmor-hook karmord karmor-nri karmor-runc
+PROGRAMS := karmor karmor-hook karmord karmor-nri karmor-runc karmor-controller
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
 .PHONY: build test lint fuzz clean manifests image
@@ -39,12 +39,14 @@ image:
 	$(GO) run ./scripts/mkimage -bin $(BIN) -layout $(BIN)/images -version $(VERSION) \
 	  -platforms $(shell echo $(IMAGE_PLATFORMS) | tr ' ' ,) $(if $(IMAGE_PUSH),-push $(IMAGE_PUSH))
 
-# deploy/manifests: the Helm chart rendered for containerd and CRI-O nodes, namespace included
-# (test/deploy checks they match the chart).
+# deploy/manifests: the Helm chart rendered for containerd and CRI-O nodes, and karmor-controller
+# alone with its CRD (karmor-controller.yaml), namespace included (test/deploy checks they match
+# the chart).
 manifests:
-	for r in containerd crio; do \
+	for r in containerd crio controller; do \
 	  helm template karmor deploy/helm/karmor --namespace karmor -f deploy/helm/karmor/ci/$$r-values.yaml \
-	    --set createNamespace=true > deploy/manifests/karmor-$$r.yaml || exit 1; \
+	    --set createNamespace=true $$( [ $$r = controller ] && echo --include-crds ) \
+	    > deploy/manifests/karmor-$$r.yaml || exit 1; \
 	done
 
 # The policy flow end to end on this machine (as root, with runc and busybox-static installed): a

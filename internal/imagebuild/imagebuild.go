@@ -42,10 +42,13 @@ type Spec struct {
 // Images are the images karmor ships. karmord runs as root: it reads every container's /proc
 // entries and root's files. The tools image (the CLI, the hook, the NRI plugin, the runc
 // wrapper) runs as nobody in particular unless a deployment says otherwise (the chart's init
-// step runs it as root to write the node's files).
+// step runs it as root to write the node's files). karmor-controller has an image of its own,
+// non-root: a Deployment, one per cluster, that needs nothing of the node and none of the
+// node programs.
 var Images = []Spec{
 	{Name: "karmord", Programs: []string{"karmord"}, User: "0:0"},
 	{Name: "karmor", Programs: []string{"karmor", "karmor-hook", "karmor-nri", "karmor-runc"}, User: NonRoot},
+	{Name: "karmor-controller", Programs: []string{"karmor-controller"}, User: NonRoot},
 }
 
 // Platforms are the architectures built; binaries come from <bin>/linux-<arch>/.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -139,5 +140,48 @@ func TestWriteLayoutReplacesTheTag(t *testing.T) {
 	}
 	if len(m.Manifests) != 1 || m.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != "karmord" {
 		t.Errorf("layout's index after writing karmord twice: %+v", m.Manifests)
+	}
+}
+
+// TestEveryProgramShipsInOneImage: the programs `make build` and `make image` build (the
+// Makefile's PROGRAMS) are exactly those of the images, each in one image, so a new program
+// cannot be left out of the images (nor an image name a program nothing builds); the
+// controller's image runs as the non-root user the chart's Deployment expects.
+func TestEveryProgramShipsInOneImage(t *testing.T) {
+	mk, err := os.ReadFile(filepath.Join("..", "..", "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var built []string
+	for _, line := range strings.Split(string(mk), "\n") {
+		if v, ok := strings.CutPrefix(line, "PROGRAMS := "); ok {
+			built = strings.Fields(v)
+		}
+	}
+	if len(built) == 0 {
+		t.Fatal("no PROGRAMS := line in the Makefile")
+	}
+	in := map[string]string{}
+	for _, spec := range Images {
+		for _, p := range spec.Programs {
+			if other, dup := in[p]; dup {
+				t.Errorf("%s is in the images %s and %s", p, other, spec.Name)
+			}
+			in[p] = spec.Name
+		}
+	}
+	for _, p := range built {
+		if in[p] == "" {
+			t.Errorf("the Makefile builds %s but no image holds it", p)
+		}
+		delete(in, p)
+	}
+	for p, image := range in {
+		t.Errorf("the image %s holds %s, which the Makefile does not build", image, p)
+	}
+	for _, spec := range Images {
+		if spec.Programs[0] == "karmor-controller" && spec.User != NonRoot {
+			t.Errorf("karmor-controller's image runs as %s; the chart runs it as %s", spec.User, NonRoot)
+		}
 	}
 }

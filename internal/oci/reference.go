@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry"
 )
@@ -29,26 +28,80 @@ type Reference struct {
 
 // ParseReference reads REF as Docker does: no registry means docker.io, a single-name
 // Docker Hub repository gets "library/", no tag and no digest means ":latest", and
-// "localhost" or a first component with "." or ":" is a registry host.
+// "localhost" or a first component with "." or ":" (or an upper-case letter) is a registry
+// host. The grammar is checked with oras-go's validators rather than
+// github.com/distribution/reference: that package compiles a dozen large regular expressions
+// at start-up (about 4 ms of each karmor command's start), oras-go's are linked anyway.
 func ParseReference(s string) (Reference, error) {
 	if strings.TrimSpace(s) == "" {
 		return Reference{}, fmt.Errorf("empty reference: give one like registry.example.com/team/policies:v1")
 	}
-	named, err := reference.ParseNormalizedNamed(s)
-	if err != nil {
-		return Reference{}, fmt.Errorf("invalid reference %q: %w (expected [REGISTRY/]REPOSITORY[:TAG][@sha256:DIGEST])", s, err)
+	invalid := func(why string) (Reference, error) {
+		return Reference{}, fmt.Errorf("invalid reference %q: %s (expected [REGISTRY/]REPOSITORY[:TAG][@sha256:DIGEST])", s, why)
 	}
-	ref := Reference{Registry: reference.Domain(named), Repository: reference.Path(named)}
-	if tagged, ok := named.(reference.Tagged); ok {
-		ref.Tag = tagged.Tag()
+	var ref Reference
+	name, dgst, pinned := strings.Cut(s, "@")
+	if pinned {
+		d, err := digest.Parse(dgst)
+		if err != nil {
+			return invalid(fmt.Sprintf("digest %q: %v", dgst, err))
+		}
+		ref.Digest = d
 	}
-	if digested, ok := named.(reference.Digested); ok {
-		ref.Digest = digested.Digest()
+	// The tag follows the last ':' after the last '/': a ':' before that is a registry's port.
+	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+		name, ref.Tag = name[:i], name[i+1:]
+		if (registry.Reference{Reference: ref.Tag}).ValidateReferenceAsTag() != nil {
+			return invalid(fmt.Sprintf("tag %q: want up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'", ref.Tag))
+		}
+	}
+	if len(name) > maxNameLength {
+		return invalid(fmt.Sprintf("the name is longer than %d characters", maxNameLength))
+	}
+	if isImageID(name) {
+		return invalid("a 64-character hexadecimal name is an image ID, not a repository")
+	}
+	ref.Registry, ref.Repository = dockerHubDomain, name
+	if first, rest, ok := strings.Cut(name, "/"); ok && (strings.ContainsAny(first, ".:") || first == "localhost" || strings.ToLower(first) != first) {
+		ref.Registry, ref.Repository = first, rest
+	}
+	if ref.Registry == legacyDockerHubDomain {
+		ref.Registry = dockerHubDomain
+	}
+	if ref.Registry == dockerHubDomain && !strings.Contains(ref.Repository, "/") {
+		ref.Repository = "library/" + ref.Repository
+	}
+	check := registry.Reference{Registry: ref.Registry, Repository: ref.Repository}
+	if check.ValidateRegistry() != nil {
+		return invalid(fmt.Sprintf("registry %q is not a host name or host:port", ref.Registry))
+	}
+	if check.ValidateRepository() != nil {
+		return invalid(fmt.Sprintf("repository %q: want lower-case path components of letters, digits and separators ('.', '_', '__', '-')", ref.Repository))
 	}
 	if ref.Tag == "" && ref.Digest == "" {
 		ref.Tag = "latest"
 	}
 	return ref, nil
+}
+
+// maxNameLength is the longest REGISTRY/REPOSITORY Docker accepts.
+const maxNameLength = 255
+
+// legacyDockerHubDomain is Docker Hub's old name, read as docker.io.
+const legacyDockerHubDomain = "index.docker.io"
+
+// isImageID reports a name that is 64 lower-case hexadecimal characters: Docker reads it as
+// an image ID and refuses it as a repository.
+func isImageID(name string) bool {
+	if len(name) != 64 {
+		return false
+	}
+	for _, c := range name {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // String returns the full reference: REGISTRY/REPOSITORY[:TAG][@DIGEST].

@@ -24,6 +24,8 @@ func TestParseReferenceFollowsDockerRules(t *testing.T) {
 		{"ghcr.io/org/p:v2@" + dgst, "ghcr.io", "org/p", "v2", dgst, "ghcr.io", "ghcr.io/org/p:v2@" + dgst},
 		{"myhost:5000/x", "myhost:5000", "x", "latest", "", "myhost:5000", "myhost:5000/x:latest"},
 		{"[::1]:5000/x:t", "[::1]:5000", "x", "t", "", "[::1]:5000", "[::1]:5000/x:t"},
+		{"Registry.Example/team/p:V_1.0-rc", "Registry.Example", "team/p", "V_1.0-rc", "", "Registry.Example", "Registry.Example/team/p:V_1.0-rc"},
+		{"my-host/a__b/c-d.e_f", "docker.io", "my-host/a__b/c-d.e_f", "latest", "", "registry-1.docker.io", "docker.io/my-host/a__b/c-d.e_f:latest"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -52,7 +54,9 @@ func TestParseReferenceFollowsDockerRules(t *testing.T) {
 }
 
 func TestParseReferenceRejects(t *testing.T) {
-	for _, in := range []string{"", " ", "Upper/Case", "host:5000/Repo", "a b", "x:tag:other", "x@sha256:abc", "/leading", "trailing/"} {
+	for _, in := range []string{"", " ", "Upper/Case", "host:5000/Repo", "a b", "x:tag:other", "x@sha256:abc", "/leading", "trailing/",
+		"x:-tag", "x:" + strings.Repeat("t", 129), "ghcr.io/a//b", "host:port/x", "a/" + strings.Repeat("b", 255),
+		strings.Repeat("ab", 32), "x@md5:44136fa355b3678a1146ad16f7e8649e"} {
 		if ref, err := ParseReference(in); err == nil {
 			t.Errorf("ParseReference(%q) = %+v, want an error", in, ref)
 		} else if !strings.Contains(err.Error(), "reference") {

@@ -43,6 +43,10 @@ type TransportOptions struct {
 	// $DOCKER_CONFIG/config.json or ~/.docker/config.json. Its auths, credsStore and
 	// credHelpers are honoured, so `docker login` is enough.
 	DockerConfig string
+	// DockerConfigJSON, when set, is the content of a Docker config.json held in memory (a
+	// Kubernetes dockerconfigjson Secret): only its auths are read, credential helpers are not
+	// run. It wins over DockerConfig and is never written to disk.
+	DockerConfigJSON []byte
 
 	// Retry bounds retries of 429, 5xx and timeouts; zero values take defaults.
 	Retry RetryOptions
@@ -194,6 +198,9 @@ func credentialFunc(ref Reference, opts TransportOptions) (auth.CredentialFunc, 
 	}
 	if opts.Password != "" {
 		return nil, errors.New("a password needs a username: pass -u/--username")
+	}
+	if opts.DockerConfigJSON != nil {
+		return dockerConfigCredential(opts.DockerConfigJSON)
 	}
 	var store *credentials.DynamicStore
 	var err error

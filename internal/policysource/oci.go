@@ -138,7 +138,7 @@ func (o *OCI) Load(context.Context) (*Content, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy cache of %s holds invalid policies (%w); it is ignored", o.ref, err)
 	}
-	o.inForce = &Content{Digest: rec.Digest, Location: location, Documents: docs, FromCache: true, SignedBy: signedBy}
+	o.inForce = &Content{Digest: rec.Digest, Location: location, Documents: docs, FromCache: true, SignedBy: signedBy, Files: files}
 	o.files = files
 	return o.inForce, nil
 }
@@ -146,7 +146,7 @@ func (o *OCI) Load(context.Context) (*Content, error) {
 // Follow polls the registry until ctx ends: once at once, then every Interval ± Jitter.
 func (o *OCI) Follow(ctx context.Context, report func(Result)) {
 	for {
-		r := o.poll(ctx)
+		r := o.Check(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -166,14 +166,20 @@ func (o *OCI) nextWait() time.Duration {
 	return time.Duration(float64(o.opts.Interval) * (1 + spread))
 }
 
-// poll resolves the reference and, when it names new content, fetches, verifies and
-// validates it, and caches it.
-func (o *OCI) poll(ctx context.Context) Result {
+// Current returns the content in force: the last good content a Check (or Load) put in
+// force, nil before the first.
+func (o *OCI) Current() *Content { return o.inForce }
+
+// Check is one poll, what Follow does at every interval: it resolves the reference and, when
+// it names new content, fetches, verifies and validates it, and caches it. The Result holds
+// the content only when it changed; Current returns it at any time. Not safe for concurrent
+// use: one caller checks a source at a time.
+func (o *OCI) Check(ctx context.Context) Result {
 	ctx, cancel := context.WithTimeout(ctx, o.opts.CheckTimeout)
 	defer cancel()
 	desc, err := oci.ResolveDigest(ctx, o.repo, o.ref)
 	if err != nil {
-		return Result{Err: err, At: time.Now()}
+		return Result{Err: err, Failure: FailureFetch, At: time.Now()}
 	}
 	manifest := desc.Digest.String()
 	switch {
@@ -187,7 +193,7 @@ func (o *OCI) poll(ctx context.Context) Result {
 		}
 		return Result{At: time.Now()}
 	case manifest == o.badDigest:
-		return Result{Err: o.badErr, At: time.Now()}
+		return Result{Err: o.badErr, Failure: FailureInvalid, At: time.Now()}
 	}
 
 	// Verified before anything else is fetched. A refusal is not remembered like invalid
@@ -196,10 +202,10 @@ func (o *OCI) poll(ctx context.Context) Result {
 	if o.opts.Trust.Configured() {
 		v, err := signing.Verify(ctx, o.repo, desc, o.opts.Trust)
 		if err != nil {
-			return Result{Err: fmt.Errorf("%s: %w", o.ref.Pinned(desc.Digest), err), At: time.Now()}
+			return Result{Err: fmt.Errorf("%s: %w", o.ref.Pinned(desc.Digest), err), Failure: FailureFetch, At: time.Now()}
 		}
 		if err := v.Err(); err != nil {
-			return Result{Err: fmt.Errorf("%s was not put in force, the last good policies stay: %w", o.ref.Pinned(desc.Digest), err), At: time.Now()}
+			return Result{Err: fmt.Errorf("%s was not put in force, the last good policies stay: %w", o.ref.Pinned(desc.Digest), err), Failure: FailureVerify, At: time.Now()}
 		}
 		verified = v
 	}
@@ -211,10 +217,10 @@ func (o *OCI) poll(ctx context.Context) Result {
 	}
 	set, err := oci.FetchPolicySet(ctx, o.repo, o.ref.Pinned(desc.Digest), fetch)
 	if err != nil {
-		return Result{Err: err, At: time.Now()}
+		return Result{Err: err, Failure: FailureFetch, At: time.Now()}
 	}
 	if set.Manifest.Digest != desc.Digest {
-		return Result{Err: fmt.Errorf("%s: the registry served manifest %s for %s", o.ref, set.Manifest.Digest, desc.Digest), At: time.Now()}
+		return Result{Err: fmt.Errorf("%s: the registry served manifest %s for %s", o.ref, set.Manifest.Digest, desc.Digest), Failure: FailureFetch, At: time.Now()}
 	}
 	location := set.Reference.String()
 	named := make([]namedData, len(set.Policies))
@@ -225,11 +231,11 @@ func (o *OCI) poll(ctx context.Context) Result {
 	if err != nil {
 		o.badDigest = manifest
 		o.badErr = fmt.Errorf("%s was rejected, the last good policies stay in force: %w", location, err)
-		return Result{Err: o.badErr, At: time.Now()}
+		return Result{Err: o.badErr, Failure: FailureInvalid, At: time.Now()}
 	}
 
-	o.inForce = &Content{Digest: manifest, Location: location, Documents: docs}
 	o.files = set.Files()
+	o.inForce = &Content{Digest: manifest, Location: location, Documents: docs, Files: o.files}
 	o.badDigest, o.badErr = "", nil
 	rec := o.record(manifest, named)
 	if verified != nil {

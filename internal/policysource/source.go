@@ -30,7 +30,25 @@ type Content struct {
 	FromCache bool
 	// SignedBy is who signed the content, when the source verifies signatures.
 	SignedBy string
+	// Files are an OCI artifact's policy files by name (Documents[i].File is Location/name),
+	// as the registry served them: for consumers that need each document as written, not as
+	// the typed model holds it (karmor-controller applies them to the API server). Nil for a
+	// directory.
+	Files map[string][]byte
 }
+
+// Failure says which step of a check failed.
+type Failure string
+
+// The steps of a check that can fail.
+const (
+	// FailureFetch: the registry could not be reached, refused us, or served something broken.
+	FailureFetch Failure = "FetchFailed"
+	// FailureVerify: no trusted signature covers the new digest.
+	FailureVerify Failure = "VerificationFailed"
+	// FailureInvalid: the new content holds an invalid policy or a file without any.
+	FailureInvalid Failure = "Invalid"
+)
 
 // Result is the outcome of one check of a source.
 type Result struct {
@@ -38,6 +56,8 @@ type Result struct {
 	Content *Content
 	// Err says why the check failed; the source's previous content stays in force.
 	Err error
+	// Failure is the step that failed when Err is set (set by OCI sources).
+	Failure Failure
 	// At is when the check finished.
 	At time.Time
 }

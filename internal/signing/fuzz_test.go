@@ -1,7 +1,6 @@
 package signing
 
 import (
-	"context"
 	"crypto/elliptic"
 	"testing"
 
@@ -60,7 +59,7 @@ func FuzzVerifyBundle(f *testing.F) {
 		f.Fatal(err)
 	}
 	manifest := digest.FromString("manifest")
-	seed, err := bundleJSON(context.Background(), manifest, priv, nil)
+	seed, err := bundleJSON(manifest, priv)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -2,15 +2,22 @@ package signing
 
 import (
 	"context"
+	"crypto"
 	"crypto/elliptic"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	"github.com/sigstore/sigstore-go/pkg/sign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"google.golang.org/protobuf/encoding/protojson"
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/karmor/karmor/internal/oci"
@@ -101,4 +108,66 @@ func pushPolicy(t testing.TB, reg *registrytest.Registry, repoTag, name string) 
 		t.Fatal(err)
 	}
 	return pushed{Ref: res.Reference, Manifest: res.Manifest, Repo: repo}
+}
+
+// keypair makes the key a sigstore-go sign.Keypair, so that tests build bundles with
+// sigstore-go's signer, as cosign does: keyless ones and ones with log entries, which karmor
+// does not make, and key-signed ones to compare with karmor's.
+type keypair struct{ key *PrivateKey }
+
+func (p keypair) GetHashAlgorithm() protocommon.HashAlgorithm {
+	return p.key.details.GetProtoHashType()
+}
+func (p keypair) GetSigningAlgorithm() protocommon.PublicKeyDetails {
+	return p.key.details.GetSignatureAlgorithm()
+}
+func (p keypair) GetHint() []byte { return []byte(hint(p.key.signer.Public())) }
+func (p keypair) GetKeyAlgorithm() string {
+	switch p.key.details.GetKeyType() {
+	case signature.ECDSA:
+		return "ECDSA"
+	case signature.RSA:
+		return "RSA"
+	case signature.ED25519:
+		return "ED25519"
+	}
+	return ""
+}
+func (p keypair) GetPublicKey() crypto.PublicKey { return p.key.signer.Public() }
+func (p keypair) GetPublicKeyPem() (string, error) {
+	pem, err := cryptoutils.MarshalPublicKeyToPEM(p.key.signer.Public())
+	return string(pem), err
+}
+
+// SignData signs data and returns the signature and what was signed: its digest, except for
+// pure Ed25519, which signs the message itself.
+func (p keypair) SignData(_ context.Context, data []byte) ([]byte, []byte, error) {
+	hash := p.key.details.GetHashType()
+	signed := data
+	if hash != crypto.Hash(0) {
+		h := hash.New()
+		h.Write(data)
+		signed = h.Sum(nil)
+	}
+	sig, err := p.key.signer.Sign(rand.Reader, signed, hash)
+	return sig, signed, err
+}
+
+// sigstoreBundle signs cosign's statement for manifest into a bundle with sigstore-go's signer
+// and opts (a certificate provider, transparency logs), encoded as cosign stores it.
+func sigstoreBundle(t testing.TB, manifest digest.Digest, key *PrivateKey, opts sign.BundleOptions) []byte {
+	t.Helper()
+	payload, err := newStatement(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := sign.Bundle(&sign.DSSEData{Data: payload, PayloadType: mediaTypeInToto}, keypair{key}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := protojson.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

@@ -80,11 +80,7 @@ func (c testCA) keylessBundle(t *testing.T, manifest digest.Digest, identity, is
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := bundleJSON(context.Background(), manifest, key, certificateProvider{leaf.Raw})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return sigstoreBundle(t, manifest, key, sign.BundleOptions{CertificateProvider: certificateProvider{leaf.Raw}})
 }
 
 func TestVerifyKeyless(t *testing.T) {

@@ -1,9 +1,7 @@
 package signing
 
 import (
-	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -12,7 +10,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 
@@ -81,47 +78,6 @@ func (k *PrivateKey) sign(data []byte) ([]byte, error) {
 		return nil, err
 	}
 	return s.SignMessage(bytesReader(data))
-}
-
-// keypair makes the key a sigstore-go sign.Keypair, so sigstore-go builds the bundle.
-type keypair struct{ key *PrivateKey }
-
-func (p keypair) GetHashAlgorithm() protocommon.HashAlgorithm {
-	return p.key.details.GetProtoHashType()
-}
-func (p keypair) GetSigningAlgorithm() protocommon.PublicKeyDetails {
-	return p.key.details.GetSignatureAlgorithm()
-}
-func (p keypair) GetHint() []byte { return []byte(hint(p.key.signer.Public())) }
-func (p keypair) GetKeyAlgorithm() string {
-	switch p.key.details.GetKeyType() {
-	case signature.ECDSA:
-		return "ECDSA"
-	case signature.RSA:
-		return "RSA"
-	case signature.ED25519:
-		return "ED25519"
-	}
-	return ""
-}
-func (p keypair) GetPublicKey() crypto.PublicKey { return p.key.signer.Public() }
-func (p keypair) GetPublicKeyPem() (string, error) {
-	pem, err := cryptoutils.MarshalPublicKeyToPEM(p.key.signer.Public())
-	return string(pem), err
-}
-
-// SignData signs data and returns the signature and what was signed: its digest, except for
-// pure Ed25519, which signs the message itself.
-func (p keypair) SignData(_ context.Context, data []byte) ([]byte, []byte, error) {
-	hash := p.key.details.GetHashType()
-	signed := data
-	if hash != crypto.Hash(0) {
-		h := hash.New()
-		h.Write(data)
-		signed = h.Sum(nil)
-	}
-	sig, err := p.key.signer.Sign(rand.Reader, signed, hash)
-	return sig, signed, err
 }
 
 // PublicKey is a trusted verification key.

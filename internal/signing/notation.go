@@ -33,9 +33,18 @@ func LoadNotationCertificates(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("notation certificate: %w", err)
 	}
+	return ParseNotationCertificates(path, data)
+}
+
+// ParseNotationCertificates parses PEM CA certificates held in memory; name says where they
+// came from, for messages.
+func ParseNotationCertificates(name string, data []byte) ([]*x509.Certificate, error) {
+	if len(data) > 1<<20 {
+		return nil, fmt.Errorf("notation certificate %s is %d bytes, more than 1 MiB", name, len(data))
+	}
 	certs, err := cryptoutils.UnmarshalCertificatesFromPEM(data)
 	if err != nil || len(certs) == 0 {
-		return nil, fmt.Errorf("notation certificate %s: no PEM certificate (%v)", path, err)
+		return nil, fmt.Errorf("notation certificate %s: no PEM certificate (%v)", name, err)
 	}
 	return certs, nil
 }
@@ -79,6 +88,10 @@ func verifyNotationReferrer(ctx context.Context, repo *remote.Repository, subjec
 	}
 	if len(trust.NotationCerts) == 0 {
 		a.Error = "notation signature, but no notation certificate is trusted"
+		return a
+	}
+	if trust.RequireTlog {
+		a.Error = "a transparency log entry is required (--require-tlog), and notation signatures have none"
 		return a
 	}
 	v, err := notationVerifier(trust)

@@ -84,6 +84,7 @@ func TestNotationSignatures(t *testing.T) {
 		"another CA":       {NotationCerts: []*x509.Certificate{otherCA}},
 		"another identity": {NotationCerts: []*x509.Certificate{ca}, NotationIdentities: []string{"x509.subject: C=US, ST=WA, O=someone else"}},
 		"keys only":        {Keys: []*PublicKey{newTestKeys(t, "k").Public}},
+		"log required":     {NotationCerts: []*x509.Certificate{ca}, RequireTlog: true},
 	} {
 		v, err := Verify(ctx, art.Repo, art.Manifest, trust)
 		if err != nil {

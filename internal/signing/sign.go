@@ -12,7 +12,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/sigstore/sigstore-go/pkg/sign"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
 	"google.golang.org/protobuf/encoding/protojson"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
@@ -63,7 +66,7 @@ func Sign(ctx context.Context, repo *remote.Repository, manifest ocispec.Descrip
 
 // signBundle writes a Sigstore bundle as a referrer of manifest, as `cosign sign` v3 does.
 func signBundle(ctx context.Context, repo *remote.Repository, manifest ocispec.Descriptor, key *PrivateKey, now time.Time) (*Signed, error) {
-	data, err := bundleJSON(ctx, manifest.Digest, key, nil)
+	data, err := bundleJSON(manifest.Digest, key)
 	if err != nil {
 		return nil, err
 	}
@@ -113,17 +116,31 @@ func pushBundle(ctx context.Context, repo *remote.Repository, manifest ocispec.D
 	return desc, nil
 }
 
-// bundleJSON signs cosign's statement for manifest into a Sigstore bundle, encoded as cosign
-// stores it. certificate, when set, provides the key's certificate (keyless signing); else the
-// bundle names the public key.
-func bundleJSON(ctx context.Context, manifest digest.Digest, key *PrivateKey, certificate sign.CertificateProvider) ([]byte, error) {
+// bundleJSON signs cosign's statement for manifest with key into a Sigstore bundle v0.3,
+// encoded as cosign stores it: what `cosign sign --key` writes with the transparency log off
+// (the bundle names the public key by its hint and holds the signed DSSE envelope). It is
+// built here rather than by sigstore-go's sign package, which links Rekor, Fulcio, TUF and
+// OIDC clients (about 80 packages) into every karmor command for this one structure;
+// TestBundleMatchesSigstoreGo holds it to what that package writes.
+func bundleJSON(manifest digest.Digest, key *PrivateKey) ([]byte, error) {
 	payload, err := newStatement(manifest)
 	if err != nil {
 		return nil, err
 	}
-	b, err := sign.Bundle(&sign.DSSEData{Data: payload, PayloadType: mediaTypeInToto}, keypair{key}, sign.BundleOptions{Context: ctx, CertificateProvider: certificate})
+	sig, err := key.sign(dsse.PAE(mediaTypeInToto, payload))
 	if err != nil {
 		return nil, fmt.Errorf("sign with %s: %w", key.Name, err)
+	}
+	b := &protobundle.Bundle{
+		MediaType: MediaTypeBundle,
+		VerificationMaterial: &protobundle.VerificationMaterial{
+			Content: &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{Hint: hint(key.signer.Public())}},
+		},
+		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{
+			Payload:     payload,
+			PayloadType: mediaTypeInToto,
+			Signatures:  []*protodsse.Signature{{Sig: sig}},
+		}},
 	}
 	data, err := protojson.Marshal(b)
 	if err != nil {

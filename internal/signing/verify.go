@@ -14,6 +14,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/tlog"
 	"github.com/sigstore/sigstore-go/pkg/verify"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
@@ -115,11 +116,7 @@ func LoadTrustedRoot(path string) (*root.TrustedRoot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trusted root: %w", err)
 	}
-	tr, err := root.NewTrustedRootFromJSON(data)
-	if err != nil {
-		return nil, fmt.Errorf("trusted root %s: %w", path, err)
-	}
-	return tr, nil
+	return ParseTrustedRoot(path, data)
 }
 
 // Attempt is one signature tried.
@@ -350,6 +347,12 @@ func VerifyBundle(data []byte, manifest digest.Digest, trust *Trust) (string, er
 		return "", fmt.Errorf("bundle: %w", err)
 	}
 
+	if trust.RequireTlog {
+		if err := tlogProblem(b, trust.TrustedRoot); err != nil {
+			return "", err
+		}
+	}
+
 	var check func() (*verify.VerificationResult, string, error)
 	if content.Certificate() != nil {
 		if len(trust.Identities) == 0 {
@@ -370,6 +373,49 @@ func VerifyBundle(data []byte, manifest digest.Digest, trust *Trust) (string, er
 		return "", fmt.Errorf("the bundle signs a statement of predicate type %q, not a signature (%s)", result.Statement.GetPredicateType(), PredicateTypeCosignSign)
 	}
 	return signer, nil
+}
+
+// tlogProblem names, in terms a user can act on, the two usual reasons a bundle cannot meet
+// RequireTlog: it has no log entry at all (signed by karmor, or by cosign with
+// --tlog-upload=false), or its entries are all from logs the trusted root does not name (a
+// trusted root of another Sigstore instance). sigstore-go reports both only as "not enough
+// verified log entries"; it still checks everything else (proofs, promises, signatures).
+func tlogProblem(b *bundle.Bundle, trusted root.TrustedMaterial) error {
+	entries, err := b.TlogEntries()
+	if err != nil {
+		return fmt.Errorf("transparency log entry: %w", err)
+	}
+	if len(entries) == 0 {
+		return errors.New("the bundle has no transparency log entry, and one is required (--require-tlog)")
+	}
+	if known, unknown := entriesOfKnownLogs(entries, trusted); known == 0 {
+		return fmt.Errorf("the bundle's transparency log entry is from log %s, which the trusted root does not name (a trusted root of another Sigstore instance?), and one is required (--require-tlog)", strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+// knownLogEntry reports whether any entry is from a log the trusted root names.
+func knownLogEntry(entries []*tlog.Entry, trusted root.TrustedMaterial) bool {
+	known, _ := entriesOfKnownLogs(entries, trusted)
+	return known > 0
+}
+
+// entriesOfKnownLogs counts the entries from logs the trusted root names and lists the IDs
+// of the other logs.
+func entriesOfKnownLogs(entries []*tlog.Entry, trusted root.TrustedMaterial) (int, []string) {
+	logs := trusted.RekorLogs()
+	known := 0
+	var unknown []string
+	for _, e := range entries {
+		// sigstore-go's key of a log: the hex of the log ID the entry names.
+		id := hex.EncodeToString([]byte(e.LogKeyID()))
+		if _, ok := logs[id]; ok {
+			known++
+		} else {
+			unknown = append(unknown, id)
+		}
+	}
+	return known, unknown
 }
 
 // parseBundle decodes a bundle from untrusted bytes: bounded, and only DSSE bundles (what
@@ -426,10 +472,11 @@ func verifyKeyless(b *bundle.Bundle, artifact verify.ArtifactPolicyOption, trust
 		opts = append(opts, verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1))
 	case len(timestamps) > 0:
 		opts = append(opts, verify.WithSignedTimestamps(1))
-	case len(entries) > 0 && len(trust.TrustedRoot.RekorLogs()) > 0:
+	case knownLogEntry(entries, trust.TrustedRoot):
 		opts = append(opts, verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1))
 	default:
-		// No time observed by a third party: the certificate must be valid now.
+		// No time observed by a third party the trusted root names (an entry of another
+		// log proves nothing here): the certificate must be valid now.
 		opts = append(opts, verify.WithCurrentTime())
 	}
 	v, err := verify.NewVerifier(trust.TrustedRoot, opts...)
@@ -526,6 +573,11 @@ func VerifyLegacyPayload(payload, sig []byte, manifest digest.Digest, trust *Tru
 	if len(trust.Keys) == 0 {
 		return "", errors.New("signed with a key, but no key is trusted")
 	}
+	if trust.RequireTlog {
+		// cosign v2 keeps a log entry in an annotation beside this format; karmor does not
+		// read it, so it cannot tell a logged signature from one that is not.
+		return "", errors.New("a transparency log entry is required (--require-tlog), and karmor checks them only in Sigstore bundles, not in the legacy .sig format")
+	}
 	signer := ""
 	for _, key := range trust.Keys {
 		if key.verifier.VerifySignature(bytesReader(sig), bytesReader(payload)) == nil {
@@ -597,4 +649,17 @@ func (f TrustFiles) Load() (*Trust, error) {
 		return nil, err
 	}
 	return trust, nil
+}
+
+// ParseTrustedRoot parses a Sigstore trusted_root.json held in memory (a ConfigMap's entry);
+// name says where it came from, for messages.
+func ParseTrustedRoot(name string, data []byte) (*root.TrustedRoot, error) {
+	if len(data) > 4<<20 {
+		return nil, fmt.Errorf("trusted root %s is %d bytes, more than 4 MiB", name, len(data))
+	}
+	tr, err := root.NewTrustedRootFromJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("trusted root %s: %w", name, err)
+	}
+	return tr, nil
 }

@@ -16,8 +16,12 @@ import (
 	"github.com/karmor/karmor/internal/testutil"
 )
 
-// profiles are the chart's supported set-ups, each a values file in the chart's ci/ directory.
-var profiles = []string{"containerd", "crio", "kubearmor", "verify"}
+// profiles are the chart's supported set-ups, each a values file in the chart's ci/ directory;
+// karmordProfiles are those with karmord (the controller profile has karmor-controller alone).
+var (
+	karmordProfiles = []string{"containerd", "crio", "kubearmor", "verify"}
+	profiles        = append(slices.Clone(karmordProfiles), "controller")
+)
 
 // kubeVersions are the Kubernetes versions whose built-in schemas kubectl-validate checks the
 // rendered objects against.
@@ -34,7 +38,13 @@ func helmBinary(t *testing.T) string {
 // render runs helm template for a profile (and more --set flags) and returns its output.
 func render(t *testing.T, profile string, set ...string) []byte {
 	t.Helper()
-	args := []string{"template", "karmor", chartDir(t), "--namespace", "karmor", "-f", filepath.Join(chartDir(t), "ci", profile+"-values.yaml")}
+	return renderArgs(t, profile, set)
+}
+
+// renderArgs is render with more helm flags (e.g. --include-crds).
+func renderArgs(t *testing.T, profile string, set []string, flags ...string) []byte {
+	t.Helper()
+	args := append([]string{"template", "karmor", chartDir(t), "--namespace", "karmor", "-f", filepath.Join(chartDir(t), "ci", profile+"-values.yaml")}, flags...)
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
@@ -156,6 +166,8 @@ func TestChartProfiles(t *testing.T) {
 			hostPaths: []string{"/etc/containerd", "/opt/karmor/bin", "/run/containerd/runc", "/run/karmor", "/var/lib/karmor", "/var/run/nri"},
 			nri:       true, flags: []string{"--runtime-root /run/containerd/runc/*", "--health-addr 0.0.0.0:9465"},
 			initArgs: []string{"--runtime containerd", "--nri-start external", "--hook-path /opt/karmor/bin/karmor-hook"}},
+		// No DaemonSet: TestControllerDeployment checks the rest.
+		"controller": {kinds: []string{"ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "ServiceAccount"}},
 		"crio": {kinds: []string{"DaemonSet", "ServiceAccount"},
 			hostPaths: []string{"/opt/karmor/bin", "/run/crun", "/run/karmor", "/run/runc", "/usr/share/containers/oci/hooks.d", "/var/lib/karmor"},
 			flags:     []string{"--runtime-root /run/runc", "--runtime-root /run/crun"},
@@ -178,6 +190,9 @@ func TestChartProfiles(t *testing.T) {
 			objs := decodeObjects(t, render(t, profile))
 			if got := kinds(objs); !slices.Equal(got, w.kinds) {
 				t.Errorf("objects %v, want %v", got, w.kinds)
+			}
+			if !slices.Contains(karmordProfiles, profile) {
+				return
 			}
 			pod := daemonSet(t, objs)
 			if got := hostPaths(pod); !slices.Equal(got, w.hostPaths) {
@@ -223,7 +238,7 @@ func TestChartArgsAreThePrograms(t *testing.T) {
 	karmordBin := testutil.Binary(t, "karmord")
 	help, _ := exec.Command(karmordBin, "--help").CombinedOutput()
 	hasVerifyKey := strings.Contains(string(help), "--verify-key")
-	for _, profile := range profiles {
+	for _, profile := range karmordProfiles {
 		pod := daemonSet(t, decodeObjects(t, render(t, profile)))
 		args := findContainer(pod.Containers, "karmord").Args
 		if !hasVerifyKey {
@@ -302,17 +317,25 @@ func TestRenderedObjectsValidate(t *testing.T) {
 }
 
 // TestManifestsAreRendered: deploy/manifests are the chart rendered (make manifests), not a
-// copy that drifted.
+// copy that drifted: karmord for each runtime, and karmor-controller with its CRD.
 func TestManifestsAreRendered(t *testing.T) {
-	for _, runtime := range []string{"containerd", "crio"} {
-		want := render(t, runtime, "createNamespace=true")
-		path := filepath.Join(testutil.RepoRoot(t), "deploy", "manifests", "karmor-"+runtime+".yaml")
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
+	for _, profile := range []string{"containerd", "crio", "controller"} {
+		var flags []string
+		if profile == "controller" {
+			flags = []string{"--include-crds"}
 		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s differs from the chart rendered; run 'make manifests'", path)
+		want := renderArgs(t, profile, []string{"createNamespace=true"}, flags...)
+		if !bytes.Equal(readManifest(t, "karmor-"+profile+".yaml"), want) {
+			t.Errorf("deploy/manifests/karmor-%s.yaml differs from the chart rendered; run 'make manifests'", profile)
 		}
 	}
+}
+
+func readManifest(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "deploy", "manifests", name))
+	if err != nil {
+		t.Fatalf("%v (make manifests writes it)", err)
+	}
+	return b
 }

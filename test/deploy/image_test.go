@@ -17,8 +17,8 @@ import (
 
 // TestImagesRunUnderPodman: the amd64 images, built from this tree's programs into an OCI
 // layout, are pulled by Podman from the layout; karmord's image serves its socket (on a host
-// directory) and answers `karmor status` from the host as ready; the tools image runs its
-// programs as the non-root user; neither image has a shell.
+// directory) and answers `karmor status` from the host as ready; the tools image and
+// karmor-controller's run their programs as the non-root user; no image has a shell.
 func TestImagesRunUnderPodman(t *testing.T) {
 	testutil.RequirePodman(t)
 	if out, err := exec.Command("go", "env", "GOARCH").Output(); err != nil || strings.TrimSpace(string(out)) != "amd64" {
@@ -73,6 +73,11 @@ func TestImagesRunUnderPodman(t *testing.T) {
 		if out := podman(t, "run", "--rm", "--net=none", "--entrypoint", "/usr/local/bin/"+p, ids["karmor"], "--version"); !strings.HasPrefix(out, p+" ") {
 			t.Errorf("%s --version in the tools image: %q", p, out)
 		}
+	}
+
+	// karmor-controller's image: its program, as the non-root user the chart's Deployment sets.
+	if out := podman(t, "run", "--rm", "--net=none", "--user", "65532:65532", "--read-only", ids["karmor-controller"], "--version"); !strings.Contains(out, "karmor-controller") {
+		t.Errorf("karmor-controller --version in its image: %q", out)
 	}
 
 	// karmord from its image, its socket in a host directory: ready, from the host's side.

@@ -29,3 +29,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --spool-dir
 - /var/lib/karmor/spool
 {{- end -}}
+
+{{/* karmor-controller's pods: a name of their own, so that no selector of karmord's matches them. */}}
+{{- define "karmor.controllerSelectorLabels" -}}
+app.kubernetes.io/name: karmor-controller
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "karmor.controllerLabels" -}}
+{{ include "karmor.controllerSelectorLabels" . }}
+app.kubernetes.io/component: controller
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
