@@ -492,7 +492,7 @@ func TestRegistryRequestsPerInterval(t *testing.T) {
 	}
 }
 
-// TestRBACLeastPrivilege: the user the controller runs as (bound to the chart's rules) can do
+// TestRBACLeastPrivilege: the user the controller runs as (bound to testdata/rbac.yaml) can do
 // the job, as the other tests show, and nothing more: no listing Secrets, no touching pods.
 func TestRBACLeastPrivilege(t *testing.T) {
 	k := env(t)

@@ -3,9 +3,7 @@ package controller
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,7 +21,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -34,7 +31,7 @@ import (
 )
 
 // The API server of this package's tests: one etcd + kube-apiserver for all of them, with a
-// non-admin user the controller runs as, bound to the chart's rules (readRBAC) and nothing else.
+// non-admin user the controller runs as, bound to testdata/rbac.yaml and nothing else.
 var (
 	kube    *testutil.KubeAPI
 	kubeErr error
@@ -106,44 +103,26 @@ func setup(k *testutil.KubeAPI, crds []string) error {
 	return err
 }
 
-// readRBAC reads the controller's ClusterRole and leader-election Role from the chart as
-// rendered (deploy/manifests/karmor-controller.yaml, `make manifests`): the rules live in the
-// chart only, and the tests run the controller with exactly them.
+// readRBAC reads the ClusterRole and the leader-election Role of testdata/rbac.yaml: the rules
+// live in that one file.
 func readRBAC() (*rbacv1.ClusterRole, *rbacv1.Role, error) {
-	path := filepath.Join("..", "..", "deploy", "manifests", "karmor-controller.yaml")
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile("testdata/rbac.yaml")
 	if err != nil {
 		return nil, nil, err
 	}
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	var cr *rbacv1.ClusterRole
-	var role *rbacv1.Role
-	for {
-		var u unstructured.Unstructured
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", path, err)
-		}
-		switch u.GetKind() {
-		case "ClusterRole":
-			cr = &rbacv1.ClusterRole{}
-			err = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, cr)
-		case "Role":
-			role = &rbacv1.Role{}
-			err = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, role)
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", path, err)
-		}
+	var cr rbacv1.ClusterRole
+	var role rbacv1.Role
+	if err := dec.Decode(&cr); err != nil {
+		return nil, nil, err
 	}
-	if cr == nil || role == nil {
-		return nil, nil, fmt.Errorf("%s: want the controller's ClusterRole and Role; run make manifests", path)
+	if err := dec.Decode(&role); err != nil {
+		return nil, nil, err
 	}
-	// Bound here to the test's user, in the test's lease namespace.
-	cr.ObjectMeta = metav1.ObjectMeta{Name: cr.Name}
-	role.ObjectMeta = metav1.ObjectMeta{Name: role.Name}
-	return cr, role, nil
+	if cr.Kind != "ClusterRole" || role.Kind != "Role" {
+		return nil, nil, fmt.Errorf("testdata/rbac.yaml: want a ClusterRole then a Role, got %s and %s", cr.Kind, role.Kind)
+	}
+	return &cr, &role, nil
 }
 
 // transport reaches the test registries over plain HTTP and gives up quickly.
