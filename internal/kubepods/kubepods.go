@@ -23,9 +23,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// Client is the part of a Kubernetes clientset this package uses. kubernetes.Interface and the fake
-// clientset satisfy it; so does the core/v1-only client Flags.Start builds, which keeps karmord from
-// linking every API group's client.
+// Client is the part of a Kubernetes clientset this package uses. kubernetes.Interface satisfies it;
+// so does the core/v1-only client Flags.Start builds, which keeps karmord from linking every API
+// group's client.
 type Client interface {
 	CoreV1() corev1client.CoreV1Interface
 }
@@ -71,13 +71,7 @@ func New(opts Options) (*Watcher, error) {
 			return pods.Watch(ctx, o)
 		},
 	}
-	informer := cache.NewSharedIndexInformerWithOptions(
-		// The client decides whether streaming lists are used: real API servers support them, the fake
-		// clientset says it does not.
-		cache.ToListWatcherWithWatchListSemantics(lw, opts.Client),
-		&corev1.Pod{},
-		cache.SharedIndexInformerOptions{},
-	)
+	informer := cache.NewSharedIndexInformerWithOptions(lw, &corev1.Pod{}, cache.SharedIndexInformerOptions{})
 	if err := informer.SetTransform(slimPod); err != nil {
 		return nil, fmt.Errorf("kubepods: set the pod transform: %w", err)
 	}
@@ -110,10 +104,9 @@ func (w *Watcher) Lookup(namespace, name string) (labels map[string]string, ok b
 	if err != nil || !exists {
 		return nil, false
 	}
+	// The API server applies the field selector: only this node's pods are in the cache.
 	pod, isPod := item.(*corev1.Pod)
-	// The API server applies the field selector; this check keeps that promise even where a server
-	// (or a test double) does not.
-	if !isPod || pod.Spec.NodeName != w.nodeName {
+	if !isPod {
 		return nil, false
 	}
 	return maps.Clone(pod.Labels), true
