@@ -125,9 +125,8 @@ func TestControllerManifestOnAPIServer(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	for args, want := range map[string][]string{
-		"get kps -A":         {"NAMESPACE", "NAME", "REF", "POLICIES", "READY", "VERIFIED", "AGE"},
-		"get kps -A -o wide": {"NAMESPACE", "NAME", "REF", "DIGEST", "POLICIES", "READY", "VERIFIED", "AGE"},
-		"get karmor -A":      {"NAMESPACE", "NAME", "REF", "POLICIES", "READY", "VERIFIED", "AGE"},
+		"get kps -A":    {"NAMESPACE", "NAME", "REF", "DIGEST", "POLICIES", "READY", "VERIFIED", "AGE"},
+		"get karmor -A": {"NAMESPACE", "NAME", "REF", "DIGEST", "POLICIES", "READY", "VERIFIED", "AGE"},
 	} {
 		out, err := apply(strings.Fields(args)...)
 		header, _, _ := strings.Cut(out, "\n")
