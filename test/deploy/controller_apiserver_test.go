@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,7 +24,7 @@ import (
 // ServiceAccount every request of the contract and refuses its neighbours (listing Secrets,
 // creating PolicySources, pods, Leases elsewhere); every PolicySource example of
 // docs/kubernetes.md passes the CRD's schema (server-side dry run), and one without its ref does
-// not.
+// not; kubectl shows the columns the documentation shows.
 func TestControllerManifestOnAPIServer(t *testing.T) {
 	kubectl := testutil.RequireCommand(t, "kubectl", "apt-get install kubectl, or any kubectl within a minor or two of 1.34")
 	k, err := testutil.StartKubeAPI(testutil.KubeAPIOptions{})
@@ -112,6 +113,25 @@ func TestControllerManifestOnAPIServer(t *testing.T) {
 		}
 		if i == len(examples) && err == nil {
 			t.Errorf("a PolicySource without spec.ref was accepted:\n%s", out)
+		}
+	}
+
+	// kubectl's columns, as docs/kubernetes.md shows them.
+	f := filepath.Join(dir, "first.yaml")
+	if err := os.WriteFile(f, []byte(examples[0]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := apply("create", "-f", f); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for args, want := range map[string][]string{
+		"get kps -A":    {"NAMESPACE", "NAME", "REF", "DIGEST", "POLICIES", "READY", "VERIFIED", "AGE"},
+		"get karmor -A": {"NAMESPACE", "NAME", "REF", "DIGEST", "POLICIES", "READY", "VERIFIED", "AGE"},
+	} {
+		out, err := apply(strings.Fields(args)...)
+		header, _, _ := strings.Cut(out, "\n")
+		if err != nil || !slices.Equal(strings.Fields(header), want) {
+			t.Errorf("kubectl %s: %v, columns %q, want %q\n%s", args, err, strings.Fields(header), want, out)
 		}
 	}
 }

@@ -379,14 +379,6 @@ func TestControllerDeployment(t *testing.T) {
 	}
 }
 
-// controllerBinary builds cmd/karmor-controller, which the controller work adds.
-func controllerBinary(t *testing.T) string {
-	if _, err := os.Stat(filepath.Join(testutil.RepoRoot(t), "cmd", "karmor-controller")); err != nil {
-		testutil.Unavailable(t, "cmd/karmor-controller is not in this tree yet (issue 13's controller work adds it)")
-	}
-	return testutil.Binary(t, "karmor-controller")
-}
-
 func selects(selector, labels map[string]string) bool {
 	for k, v := range selector {
 		if labels[k] != v {
@@ -399,7 +391,7 @@ func selects(selector, labels map[string]string) bool {
 // TestControllerArgsAreTheProgram: every flag the chart gives karmor-controller is one it
 // accepts (it parses its flags before --help).
 func TestControllerArgsAreTheProgram(t *testing.T) {
-	bin := controllerBinary(t)
+	bin := testutil.Binary(t, "karmor-controller")
 	for _, set := range [][]string{nil, {"controller.watchNamespace=policies", "controller.registryCA.configMap=ca"}} {
 		c := controllerDeployment(t, render(t, "controller", set...)).Spec.Template.Spec.Containers[0]
 		if out, err := exec.Command(bin, append(slices.Clone(c.Args), "--help")...).CombinedOutput(); err != nil {
