@@ -24,6 +24,7 @@ import (
 type replica struct {
 	cmd     *exec.Cmd
 	metrics string // base URL
+	health  string // base URL
 	log     string
 	done    chan struct{}
 	err     error // set when done is closed
@@ -50,7 +51,8 @@ func startReplica(t *testing.T, bin, kubeconfig, ns, name string) *replica {
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	must(t, cmd.Start())
-	r := &replica{cmd: cmd, metrics: fmt.Sprintf("http://127.0.0.1:%d", mport), log: logPath, done: make(chan struct{})}
+	r := &replica{cmd: cmd, metrics: fmt.Sprintf("http://127.0.0.1:%d", mport), health: fmt.Sprintf("http://127.0.0.1:%d", hport),
+		log: logPath, done: make(chan struct{})}
 	go func() { r.err = cmd.Wait(); logFile.Close(); close(r.done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -124,6 +126,19 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	if c := standby.metric("karmor_controller_registry_checks_total"); c != 0 {
 		t.Errorf("the standby checked the registry %v times", c)
+	}
+	for _, r := range []*replica{leader, standby} {
+		for _, path := range []string{"/healthz", "/readyz"} {
+			resp, err := http.Get(r.health + path)
+			must(t, err)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("%s%s: %s", r.health, path, resp.Status)
+			}
+		}
+	}
+	if s := leader.metric("karmor_controller_source_ready"); s != 1 {
+		t.Errorf("the leader's source_ready is %v", s)
 	}
 
 	// The leader dies without releasing the Lease: the standby takes over when it expires.
