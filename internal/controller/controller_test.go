@@ -605,3 +605,48 @@ func TestMissingKubeArmorCRDs(t *testing.T) {
 		t.Error("web not applied once the CRDs were installed")
 	}
 }
+
+// An applied policy weakened by hand (its content-hash annotation left as it was) is put back
+// as the artifact holds it, spec additions included; a label someone adds is theirs and makes
+// the controller write nothing.
+func TestDriftRestored(t *testing.T) {
+	k := env(t)
+	ns := k.NewNamespace(t, "drift")
+	reg := registrytest.New(t, registrytest.Options{})
+	ref := reg.Host + "/policies/drift:prod"
+	ctx := context.Background()
+	push(t, ref, false, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
+	run := startController(t, k, ns)
+	createSource(t, k, ns, "drift", map[string]any{"ref": ref, "interval": testInterval, "insecure": true})
+	waitCondition(t, k, ns, "drift", CondReady, metav1.ConditionTrue, ReasonApplied)
+	res := adminDyn(k).Resource(kubeArmorKinds[0].GVR).Namespace(ns)
+	want, err := res.Get(ctx, "web", metav1.GetOptions{})
+	must(t, err)
+	wantSpec, err := json.Marshal(want.Object["spec"])
+	must(t, err)
+
+	// Audit instead of Block, and a rule added: what an attacker with edit rights would do.
+	_, err = res.Patch(ctx, "web", types.MergePatchType,
+		[]byte(`{"spec":{"action":"Audit","file":{"matchPaths":[{"path":"/etc/hostname"}]}}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
+	must(t, err)
+	eventually(t, "web restored as the artifact holds it", func() (bool, string) {
+		live, err := res.Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		got, _ := json.Marshal(live.Object["spec"])
+		return bytes.Equal(got, wantSpec), string(got)
+	})
+	waitEvent(t, k, ns, "drift", "Warning DriftCorrected")
+
+	// A label of someone else's is not drift.
+	labelled, err := res.Patch(ctx, "web", types.MergePatchType, []byte(`{"metadata":{"labels":{"team":"payments"}}}`), metav1.PatchOptions{})
+	must(t, err)
+	run.waitChecks(t, ns, "drift", 2)
+	live, err := res.Get(ctx, "web", metav1.GetOptions{})
+	must(t, err)
+	if live.GetResourceVersion() != labelled.GetResourceVersion() {
+		t.Errorf("the controller wrote web after a label was added: resourceVersion %s, was %s; labels %v",
+			live.GetResourceVersion(), labelled.GetResourceVersion(), live.GetLabels())
+	}
+}

@@ -34,6 +34,15 @@
 // condition's lastTransitionTime moves only when its status does), and no Event (Events are
 // sent on applies and on a change of the failure reported).
 //
+// # Drift
+//
+// An object of ours whose spec, or whose labels and annotations of ours, someone changed while
+// leaving its content-hash annotation is put back as the artifact holds it, with an update that
+// replaces the whole object (an apply would leave fields another manager added in force), a
+// Warning Event DriftCorrected and the metric's "restore" operation. The informer on our objects
+// queues the PolicySource at the change, so a weakened policy is restored within one reconcile.
+// Labels and annotations others add are theirs and never written back.
+//
 // # Apply, clash, prune
 //
 // Server-side apply under the field manager "karmor-controller", forced only over objects that
@@ -57,8 +66,7 @@
 //
 // Decisions where the contract is silent: spec.interval and spec.timeout below 1s are refused
 // (ConfigError); without spec.secretRef the registry is reached anonymously (never with the
-// controller's own Docker config); a drifted object (its spec edited but its content-hash
-// annotation left) is not noticed until the artifact changes it; targetNamespace lets a
+// controller's own Docker config); targetNamespace lets a
 // PolicySource place KubeArmorPolicies in any namespace, so who may create PolicySources is who
 // may write policies cluster-wide; Verified is True with reason VerificationNotConfigured when
 // spec.verify is absent; Ready is False with reason Suspended while spec.suspend is set.

@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"namespace", "name", "result"}),
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "karmor_controller", Name: "object_writes_total",
-			Help: "Writes of KubeArmor objects, by operation (create, update, delete) and kind.",
+			Help: "Writes of KubeArmor objects, by operation (create, update, restore after drift, delete) and kind.",
 		}, []string{"operation", "kind"}),
 		reconcileErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "karmor_controller", Name: "reconcile_errors_total",

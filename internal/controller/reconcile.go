@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/karmor/karmor/internal/policysource"
 )
@@ -34,6 +37,7 @@ type outcome struct {
 	clashes    []string
 	applied    []PolicyRef // in force: applied now or unchanged
 	ran        bool        // the content in force was applied (not suspended, no config error)
+	restored   []string    // objects put back after someone else changed them
 	created    int
 	updated    int
 	deleted    int
@@ -209,6 +213,9 @@ func (c *Controller) applyOne(ctx context.Context, src *source, d desired, out *
 			return nil
 		}
 		if live.GetAnnotations()[AnnotationContentHash] == d.hash {
+			if drifted(live, d.obj) {
+				return c.restore(ctx, res, live, d, out)
+			}
 			out.applied = append(out.applied, d.ref)
 			return nil
 		}
@@ -229,6 +236,52 @@ func (c *Controller) applyOne(ctx context.Context, src *source, d desired, out *
 		out.updated++
 	}
 	c.metrics.writes.WithLabelValues(op, d.kind.Kind).Inc()
+	out.applied = append(out.applied, d.ref)
+	return nil
+}
+
+// drifted reports whether someone changed what KubeArmor enforces in one of our objects, or
+// our labels and annotations, while leaving its content-hash annotation as we wrote it. Labels
+// and annotations that others add are theirs to keep: only the spec and our own keys count,
+// so an addition never makes the controller write at every reconcile.
+func drifted(live, want *unstructured.Unstructured) bool {
+	liveSpec, err1 := json.Marshal(live.Object["spec"])
+	wantSpec, err2 := json.Marshal(want.Object["spec"])
+	if err1 != nil || err2 != nil || !bytes.Equal(liveSpec, wantSpec) {
+		return true
+	}
+	for k, v := range want.GetLabels() {
+		if live.GetLabels()[k] != v {
+			return true
+		}
+	}
+	for k, v := range want.GetAnnotations() {
+		if k != AnnotationAppliedFrom && live.GetAnnotations()[k] != v {
+			return true
+		}
+	}
+	return false
+}
+
+// restore puts a drifted object back as the artifact holds it. It replaces the whole object
+// (an update, not an apply): fields someone added to the spec are owned by their manager, and
+// an apply would leave them in force.
+func (c *Controller) restore(ctx context.Context, res dynamic.ResourceInterface, live *unstructured.Unstructured, d desired, out *outcome) error {
+	obj := d.obj.DeepCopy()
+	obj.SetResourceVersion(live.GetResourceVersion())
+	// The version it came from is the one it was last applied from, not the one in force now.
+	annotations := obj.GetAnnotations()
+	if from := live.GetAnnotations()[AnnotationAppliedFrom]; from != "" {
+		annotations[AnnotationAppliedFrom] = from
+	}
+	obj.SetAnnotations(annotations)
+	if _, err := res.Update(ctx, obj, metav1.UpdateOptions{FieldManager: c.cfg.FieldManager}); err != nil {
+		return fmt.Errorf("restore %s, changed by someone else: %w", d.ref, err)
+	}
+	c.log.Warn("an applied policy was changed behind the controller's back; it was restored as the artifact holds it",
+		"policy", d.ref.String(), "policysource", d.obj.GetAnnotations()[AnnotationSource])
+	c.metrics.writes.WithLabelValues("restore", d.kind.Kind).Inc()
+	out.restored = append(out.restored, d.ref.String())
 	out.applied = append(out.applied, d.ref)
 	return nil
 }
@@ -447,6 +500,9 @@ func (c *Controller) writeStatus(ctx context.Context, src *source, st *state, ou
 
 	if n := out.created + out.updated + out.deleted; n > 0 {
 		c.event(src, corev1.EventTypeNormal, ReasonApplied, fmt.Sprintf("%s: created %d, updated %d, pruned %d objects", s.Ref, out.created, out.updated, out.deleted))
+	}
+	if len(out.restored) > 0 {
+		c.event(src, corev1.EventTypeWarning, ReasonDriftCorrected, "restored as "+s.Ref+" holds them, after a change by someone else: "+strings.Join(out.restored, ", "))
 	}
 	if equality.Semantic.DeepEqual(old, s) {
 		return nil

@@ -134,6 +134,7 @@ const (
 	ReasonInvalid            = "Invalid"
 	ReasonFetchFailed        = "FetchFailed"
 	ReasonNameClash          = "NameClash"
+	ReasonDriftCorrected     = "DriftCorrected"
 	ReasonApplyFailed        = "ApplyFailed"
 	ReasonPruneFailed        = "PruneFailed"
 	ReasonConfigError        = "ConfigError"
