@@ -320,7 +320,15 @@ func TestVerifiedSourceWithCredentials(t *testing.T) {
 
 // TestNameClash: an object of the same name that is not the PolicySource's is left untouched
 // and reported; the other policies are applied.
+// TestNameClash runs with few new objects (each looked up with a GET) and with more than
+// bulkLookup (looked up with one list).
 func TestNameClash(t *testing.T) {
+	for _, fillers := range []int{0, bulkLookup + 4} {
+		t.Run(fmt.Sprintf("%d-more-policies", fillers), func(t *testing.T) { testNameClash(t, fillers) })
+	}
+}
+
+func testNameClash(t *testing.T, fillers int) {
 	k := env(t)
 	ns := k.NewNamespace(t, "clash")
 	reg := registrytest.New(t, registrytest.Options{})
@@ -330,7 +338,12 @@ func TestNameClash(t *testing.T) {
 	created, err := adminDyn(k).Resource(kubeArmorKinds[0].GVR).Namespace(ns).Create(ctx, foreign, metav1.CreateOptions{})
 	must(t, err)
 
-	push(t, ref, false, "web.yaml", testutil.BlockShellPolicy("web", "", "web"), "api.yaml", testutil.BlockShellPolicy("api", "", "api"))
+	files := []string{"web.yaml", testutil.BlockShellPolicy("web", "", "web"), "api.yaml", testutil.BlockShellPolicy("api", "", "api")}
+	for i := range fillers {
+		name := fmt.Sprintf("filler-%d", i)
+		files = append(files, name+".yaml", testutil.BlockShellPolicy(name, "", name))
+	}
+	push(t, ref, false, files...)
 	startController(t, k, ns)
 	createSource(t, k, ns, "clash", map[string]any{"ref": ref, "interval": testInterval, "insecure": true})
 	src := waitCondition(t, k, ns, "clash", CondReady, metav1.ConditionFalse, ReasonNameClash)
@@ -338,7 +351,7 @@ func TestNameClash(t *testing.T) {
 	if !strings.Contains(msg, "KubeArmorPolicy/"+ns+"/web") {
 		t.Errorf("the clash message does not name the object: %s", msg)
 	}
-	if src.status.PolicyCount != 1 {
+	if src.status.PolicyCount != 1+fillers {
 		t.Errorf("status: %+v", src.status)
 	}
 	live, err := adminDyn(k).Resource(kubeArmorKinds[0].GVR).Namespace(ns).Get(ctx, "web", metav1.GetOptions{})

@@ -160,10 +160,11 @@ func (c *Controller) apply(ctx context.Context, src *source, content *policysour
 			return
 		}
 	}
+	existing := c.uncachedObjects(ctx, want)
 	keep := map[PolicyRef]bool{}
 	for _, d := range want {
 		keep[d.ref] = true
-		if err := c.applyOne(ctx, src, d, out); err != nil {
+		if err := c.applyOne(ctx, src, d, existing, out); err != nil {
 			out.applyErrs = append(out.applyErrs, err)
 		}
 	}
@@ -187,7 +188,7 @@ func (c *Controller) apply(ctx context.Context, src *source, content *policysour
 
 // applyOne applies d unless the object in the API server already holds its content; an object
 // of that name that is not this PolicySource's is a clash and left alone.
-func (c *Controller) applyOne(ctx context.Context, src *source, d desired, out *outcome) error {
+func (c *Controller) applyOne(ctx context.Context, src *source, d desired, existing map[PolicyRef]*unstructured.Unstructured, out *outcome) error {
 	res := c.dyn.Resource(d.kind.GVR).Namespace(d.ref.Namespace)
 	var live *unstructured.Unstructured
 	if inf := c.kindInformer(d.kind.Kind); inf != nil {
@@ -195,7 +196,9 @@ func (c *Controller) applyOne(ctx context.Context, src *source, d desired, out *
 			live = o.(*unstructured.Unstructured)
 		}
 	}
-	if live == nil {
+	if live == nil && existing != nil {
+		live = existing[d.ref] // listed moments ago: absent means new
+	} else if live == nil {
 		// Not ours as far as the cache knows: either new, foreign, or ours and not cached yet.
 		o, err := res.Get(ctx, d.ref.Name, metav1.GetOptions{})
 		switch {
@@ -238,6 +241,53 @@ func (c *Controller) applyOne(ctx context.Context, src *source, d desired, out *
 	c.metrics.writes.WithLabelValues(op, d.kind.Kind).Inc()
 	out.applied = append(out.applied, d.ref)
 	return nil
+}
+
+// bulkLookup is the number of objects missing from the caches above which one list per kind
+// and namespace finds out which exist, instead of a GET each: a first apply of 1,000 policies
+// would otherwise cost twice the requests, within the client's rate limit.
+const bulkLookup = 16
+
+// uncachedObjects lists, when many desired objects are missing from our caches, the objects of
+// their kinds and namespaces that exist (ours or not), keyed by PolicyRef. It returns nil when
+// there are few (applyOne GETs each) or when a list fails (the GETs say why, object by object).
+func (c *Controller) uncachedObjects(ctx context.Context, want []desired) map[PolicyRef]*unstructured.Unstructured {
+	type scope struct {
+		kind      kindInfo
+		namespace string
+	}
+	missing := map[scope]bool{}
+	n := 0
+	for _, d := range want {
+		if inf := c.kindInformer(d.kind.Kind); inf != nil {
+			if _, ok, _ := inf.GetIndexer().GetByKey(cacheKey(d.ref)); ok {
+				continue
+			}
+		}
+		missing[scope{d.kind, d.ref.Namespace}] = true
+		n++
+	}
+	if n <= bulkLookup {
+		return nil
+	}
+	found := map[PolicyRef]*unstructured.Unstructured{}
+	for sc := range missing {
+		opts := metav1.ListOptions{Limit: 500}
+		for {
+			list, err := c.dyn.Resource(sc.kind.GVR).Namespace(sc.namespace).List(ctx, opts)
+			if err != nil {
+				return nil
+			}
+			for i := range list.Items {
+				o := &list.Items[i]
+				found[PolicyRef{Kind: sc.kind.Kind, Namespace: o.GetNamespace(), Name: o.GetName()}] = o
+			}
+			if opts.Continue = list.GetContinue(); opts.Continue == "" {
+				break
+			}
+		}
+	}
+	return found
 }
 
 // drifted reports whether someone changed what KubeArmor enforces in one of our objects, or
