@@ -219,6 +219,37 @@ func TestVerifiedKeyless(t *testing.T) {
 	}
 	waitEvent(t, k, ns, "stranger", "Warning VerificationFailed")
 
+	// The PolicySource changed to trust another identity, then the ConfigMap changed to another
+	// CA's root: each rebuilds the source, which refuses the version in force and keeps its
+	// objects; put back, it is verified again.
+	refused := func(what string) {
+		t.Helper()
+		src := waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionFalse, ReasonVerificationFailed)
+		if src.status.Digest != v1.Digest.String() {
+			t.Errorf("%s moved the digest in force: %+v", what, src.status)
+		}
+		if got := objectVersions(t, ns, "release"); !maps.Equal(got, rvs) {
+			t.Errorf("%s changed objects:\nbefore %v\nafter  %v", what, rvs, got)
+		}
+	}
+	patchSpec(t, k, ns, "release", jsonOf(t, keyless("mallory@example.com")))
+	refused("another identity")
+	patchSpec(t, k, ns, "release", jsonOf(t, keyless(who)))
+	waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionTrue, ReasonVerified)
+	setRoot := func(vs *ca.VirtualSigstore) {
+		t.Helper()
+		cms := adminKube(k).CoreV1().ConfigMaps(ns)
+		cm, err := cms.Get(context.Background(), "sigstore", metav1.GetOptions{})
+		must(t, err)
+		cm.Data[TrustedRootKey] = trustedRootJSON(t, vs)
+		_, err = cms.Update(context.Background(), cm, metav1.UpdateOptions{})
+		must(t, err)
+	}
+	setRoot(forger)
+	refused("another trusted root")
+	setRoot(fulcio)
+	waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionTrue, ReasonVerified)
+
 	// The trusted identity, but a certificate from a CA the trusted root does not name.
 	repo, v2 := signedArtifact(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "forged"))
 	signKeyless(t, forger, repo, v2, who, issuer)
