@@ -104,11 +104,17 @@ func loadInputs(ctx context.Context, kube kubernetes.Interface, src *source, bas
 			}
 			fmt.Fprintf(h, "notation=%s@%s\n", cm.UID, cm.ResourceVersion)
 			for _, name := range sortedKeys(cm.Data) {
+				if !strings.Contains(cm.Data[name], "-----BEGIN") {
+					continue // not a PEM entry (a README), as for keysSecretRef
+				}
 				certs, err := signing.ParseNotationCertificates(fmt.Sprintf("%s/%s[%s]", ns, ref.Name, name), []byte(cm.Data[name]))
 				if err != nil {
 					return nil, fmt.Errorf("spec.verify.notationCertificatesConfigMapRef: %w", err)
 				}
 				trust.NotationCerts = append(trust.NotationCerts, certs...)
+			}
+			if len(trust.NotationCerts) == 0 {
+				return nil, fmt.Errorf("spec.verify.notationCertificatesConfigMapRef: ConfigMap %s/%s holds no PEM certificate: put the CA certificates in an entry, e.g. ca.pem", ns, ref.Name)
 			}
 		}
 		if !trust.Configured() {

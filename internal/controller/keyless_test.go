@@ -325,7 +325,8 @@ func pemOf(certs ...*x509.Certificate) string {
 
 // TestVerifiedNotation: a version with a notation signature chained to a CA of the ConfigMap,
 // by a trusted identity, is applied and its signer reported; another CA, or an identity the
-// signature lacks, is refused and nothing is applied.
+// signature lacks, is refused and nothing is applied. Non-PEM entries of the ConfigMap are
+// skipped, as keysSecretRef's are.
 func TestVerifiedNotation(t *testing.T) {
 	k := env(t)
 	ns := k.NewNamespace(t, "notation")
@@ -333,8 +334,9 @@ func TestVerifiedNotation(t *testing.T) {
 	ref := reg.Host + "/policies/notation:prod"
 	caCert, leaf, leafKey := notationCA(t, "release")
 	otherCA, _, _ := notationCA(t, "other")
-	createConfigMap(t, ns, "notation-ca", map[string]string{"release.pem": pemOf(caCert)})
+	createConfigMap(t, ns, "notation-ca", map[string]string{"release.pem": pemOf(caCert), "README": "the release CA; rotate before 2027"})
 	createConfigMap(t, ns, "other-ca", map[string]string{"other.pem": pemOf(otherCA)})
+	createConfigMap(t, ns, "no-ca", map[string]string{"README": "the release CA goes here"})
 
 	repo, v1 := signedArtifact(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
 	signNotation(t, repo, v1, ref, caCert, leaf, leafKey)
@@ -369,5 +371,13 @@ func TestVerifiedNotation(t *testing.T) {
 		if got := managed(t, k, ns, name); len(got) != 0 {
 			t.Errorf("%s applied objects: %v", name, got)
 		}
+	}
+
+	// Entries other than PEM (the README beside release.pem) are not certificates; a ConfigMap
+	// with none is a configuration error, told as such.
+	createSource(t, k, ns, "no-ca", notationSpec("no-ca"))
+	src = waitCondition(t, k, ns, "no-ca", CondReady, metav1.ConditionFalse, ReasonConfigError)
+	if msg := conditionMessage(src, CondReady); !strings.Contains(msg, "no PEM certificate") {
+		t.Errorf("the configuration error does not say what is missing: %q", msg)
 	}
 }
