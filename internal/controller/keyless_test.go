@@ -219,12 +219,15 @@ func TestVerifiedKeyless(t *testing.T) {
 	}
 	waitEvent(t, k, ns, "stranger", "Warning VerificationFailed")
 
-	// The PolicySource changed to trust another identity, then the ConfigMap changed to another
-	// CA's root: each rebuilds the source, which refuses the version in force and keeps its
+	// The PolicySource changed to trust another identity, or to require a log entry, then the
+	// ConfigMap changed to another CA's root: each rebuilds the source, which refuses the version in force and keeps its
 	// objects; put back, it is verified again.
-	refused := func(what string) {
+	refused := func(what, why string) {
 		t.Helper()
 		src := waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionFalse, ReasonVerificationFailed)
+		if msg := conditionMessage(src, CondVerified); !strings.Contains(msg, why) {
+			t.Errorf("%s: the refusal does not say %q: %s", what, why, msg)
+		}
 		if src.status.Digest != v1.Digest.String() {
 			t.Errorf("%s moved the digest in force: %+v", what, src.status)
 		}
@@ -233,8 +236,13 @@ func TestVerifiedKeyless(t *testing.T) {
 		}
 	}
 	patchSpec(t, k, ns, "release", jsonOf(t, keyless("mallory@example.com")))
-	refused("another identity")
+	refused("another identity", `expected SAN value "mallory@example.com"`)
 	patchSpec(t, k, ns, "release", jsonOf(t, keyless(who)))
+	waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionTrue, ReasonVerified)
+	// requireTlog: the signature carries no transparency log entry, so it proves nothing.
+	patchSpec(t, k, ns, "release", `{"verify":{"requireTlog":true}}`)
+	refused("requireTlog without a log entry", "no transparency log entry")
+	patchSpec(t, k, ns, "release", `{"verify":{"requireTlog":null}}`)
 	waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionTrue, ReasonVerified)
 	setRoot := func(vs *ca.VirtualSigstore) {
 		t.Helper()
@@ -246,7 +254,7 @@ func TestVerifiedKeyless(t *testing.T) {
 		must(t, err)
 	}
 	setRoot(forger)
-	refused("another trusted root")
+	refused("another trusted root", "leaf certificate verification failed")
 	setRoot(fulcio)
 	waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionTrue, ReasonVerified)
 
@@ -255,6 +263,9 @@ func TestVerifiedKeyless(t *testing.T) {
 	signKeyless(t, forger, repo, v2, who, issuer)
 	src = waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionFalse, ReasonVerificationFailed)
 	waitCondition(t, k, ns, "release", CondReady, metav1.ConditionFalse, ReasonVerificationFailed)
+	if msg := conditionMessage(src, CondVerified); !strings.Contains(msg, "leaf certificate verification failed") || !strings.Contains(msg, v2.Digest.String()) {
+		t.Errorf("the refusal of the forged version does not say why: %s", msg)
+	}
 	if src.status.Digest != v1.Digest.String() {
 		t.Errorf("a forged certificate moved the digest in force: %+v", src.status)
 	}
