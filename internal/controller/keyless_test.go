@@ -40,9 +40,9 @@ import (
 	"github.com/karmor/karmor/internal/testutil"
 )
 
-// signedArtifact pushes files (name, content pairs) to ref and returns the repository and the
+// pushForSigning pushes files (name, content pairs) to ref and returns the repository and the
 // manifest, for a test to sign.
-func signedArtifact(t *testing.T, ref string, files ...string) (*remote.Repository, ocispec.Descriptor) {
+func pushForSigning(t *testing.T, ref string, files ...string) (*remote.Repository, ocispec.Descriptor) {
 	t.Helper()
 	r, err := oci.ParseReference(ref)
 	must(t, err)
@@ -147,24 +147,26 @@ func signKeyless(t *testing.T, vs *ca.VirtualSigstore, repo *remote.Repository, 
 	must(t, repo.Push(ctx, desc, bytes.NewReader(m)))
 }
 
-func createConfigMap(t *testing.T, ns, name string, data map[string]string) {
+func createConfigMap(t *testing.T, k *testutil.KubeAPI, ns, name string, data map[string]string) {
 	t.Helper()
-	_, err := adminKube(kube).CoreV1().ConfigMaps(ns).Create(context.Background(),
+	_, err := adminKube(k).CoreV1().ConfigMaps(ns).Create(context.Background(),
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}, metav1.CreateOptions{})
 	must(t, err)
 }
 
 // objectVersions is resourceVersions without the PolicySource: the applied objects only.
-func objectVersions(t *testing.T, ns, name string) map[string]string {
+func objectVersions(t *testing.T, k *testutil.KubeAPI, ns, name string) map[string]string {
 	t.Helper()
-	rvs := resourceVersions(t, kube, ns, name)
+	rvs := resourceVersions(t, k, ns, name)
 	delete(rvs, "PolicySource")
 	return rvs
 }
 
 // TestVerifiedKeyless: a version signed keylessly by a trusted identity, with a certificate the
-// ConfigMap's trusted root issued, is applied and its signer reported; another identity, or
-// the trusted identity with a certificate of another CA, is refused and changes nothing.
+// ConfigMap's trusted root issued, is applied and its signer reported. Refused, changing
+// nothing: another identity (a second PolicySource, then a spec change), requireTlog without a
+// log entry, a trusted root of another CA, and a new version whose certificate another CA
+// issued to the trusted identity.
 func TestVerifiedKeyless(t *testing.T) {
 	k := env(t)
 	ns := k.NewNamespace(t, "keyless")
@@ -176,9 +178,9 @@ func TestVerifiedKeyless(t *testing.T) {
 	must(t, err)
 	forger, err := ca.NewVirtualSigstore()
 	must(t, err)
-	createConfigMap(t, ns, "sigstore", map[string]string{TrustedRootKey: trustedRootJSON(t, fulcio)})
+	createConfigMap(t, k, ns, "sigstore", map[string]string{TrustedRootKey: trustedRootJSON(t, fulcio)})
 
-	repo, v1 := signedArtifact(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
+	repo, v1 := pushForSigning(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
 	signKeyless(t, fulcio, repo, v1, who, issuer)
 	startController(t, k, ns)
 	keyless := func(subject string) map[string]any {
@@ -202,7 +204,7 @@ func TestVerifiedKeyless(t *testing.T) {
 	if _, ok := managed(t, k, ns, "release")[PolicyRef{Kind: "KubeArmorPolicy", Namespace: ns, Name: "web"}]; !ok {
 		t.Fatal("web was not applied")
 	}
-	rvs := objectVersions(t, ns, "release")
+	rvs := objectVersions(t, k, ns, "release")
 
 	// Another identity: the same signature proves nothing to it.
 	createSource(t, k, ns, "stranger", keyless("mallory@example.com"))
@@ -220,8 +222,8 @@ func TestVerifiedKeyless(t *testing.T) {
 	waitEvent(t, k, ns, "stranger", "Warning VerificationFailed")
 
 	// The PolicySource changed to trust another identity, or to require a log entry, then the
-	// ConfigMap changed to another CA's root: each rebuilds the source, which refuses the version in force and keeps its
-	// objects; put back, it is verified again.
+	// ConfigMap changed to another CA's root: each rebuilds the source, which refuses the
+	// version in force and keeps its objects; put back, it is verified again.
 	refused := func(what, why string) {
 		t.Helper()
 		src := waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionFalse, ReasonVerificationFailed)
@@ -231,7 +233,7 @@ func TestVerifiedKeyless(t *testing.T) {
 		if src.status.Digest != v1.Digest.String() {
 			t.Errorf("%s moved the digest in force: %+v", what, src.status)
 		}
-		if got := objectVersions(t, ns, "release"); !maps.Equal(got, rvs) {
+		if got := objectVersions(t, k, ns, "release"); !maps.Equal(got, rvs) {
 			t.Errorf("%s changed objects:\nbefore %v\nafter  %v", what, rvs, got)
 		}
 	}
@@ -259,7 +261,7 @@ func TestVerifiedKeyless(t *testing.T) {
 	waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionTrue, ReasonVerified)
 
 	// The trusted identity, but a certificate from a CA the trusted root does not name.
-	repo, v2 := signedArtifact(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "forged"))
+	repo, v2 := pushForSigning(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "forged"))
 	signKeyless(t, forger, repo, v2, who, issuer)
 	src = waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionFalse, ReasonVerificationFailed)
 	waitCondition(t, k, ns, "release", CondReady, metav1.ConditionFalse, ReasonVerificationFailed)
@@ -269,7 +271,7 @@ func TestVerifiedKeyless(t *testing.T) {
 	if src.status.Digest != v1.Digest.String() {
 		t.Errorf("a forged certificate moved the digest in force: %+v", src.status)
 	}
-	if got := objectVersions(t, ns, "release"); !maps.Equal(got, rvs) {
+	if got := objectVersions(t, k, ns, "release"); !maps.Equal(got, rvs) {
 		t.Errorf("a forged certificate changed objects:\nbefore %v\nafter  %v", rvs, got)
 	}
 	if got := managed(t, k, ns, "release")[PolicyRef{Kind: "KubeArmorPolicy", Namespace: ns, Name: "web"}]; strings.Contains(jsonOf(t, got), "forged") {
@@ -345,11 +347,11 @@ func TestVerifiedNotation(t *testing.T) {
 	ref := reg.Host + "/policies/notation:prod"
 	caCert, leaf, leafKey := notationCA(t, "release")
 	otherCA, _, _ := notationCA(t, "other")
-	createConfigMap(t, ns, "notation-ca", map[string]string{"release.pem": pemOf(caCert), "README": "the release CA; rotate before 2027"})
-	createConfigMap(t, ns, "other-ca", map[string]string{"other.pem": pemOf(otherCA)})
-	createConfigMap(t, ns, "no-ca", map[string]string{"README": "the release CA goes here"})
+	createConfigMap(t, k, ns, "notation-ca", map[string]string{"release.pem": pemOf(caCert), "README": "the release CA; rotate before 2027"})
+	createConfigMap(t, k, ns, "other-ca", map[string]string{"other.pem": pemOf(otherCA)})
+	createConfigMap(t, k, ns, "no-ca", map[string]string{"README": "the release CA goes here"})
 
-	repo, v1 := signedArtifact(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
+	repo, v1 := pushForSigning(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
 	signNotation(t, repo, v1, ref, caCert, leaf, leafKey)
 	startController(t, k, ns)
 	notationSpec := func(configMap string, identities ...string) map[string]any {
