@@ -226,10 +226,13 @@ func (f *ContainerFeed) Connected() bool {
 }
 
 // socketID identifies one KubeArmor's socket: a restarted KubeArmor removes its socket and
-// listens on a new one.
+// listens on a new one. The modification time tells a new socket from an old one whose inode
+// number was reused; not the change time, which KubeArmor's chmod of ka.sock right after
+// listening moves, so a feed that looked in between took the same KubeArmor for a new one and
+// sent it every container twice ("container already exists").
 type socketID struct {
 	dev, ino uint64
-	ctime    int64
+	mtime    int64
 }
 
 func statSocket(path string) (socketID, error) {
@@ -244,7 +247,7 @@ func statSocket(path string) (socketID, error) {
 	if fi.Mode().Type() != os.ModeSocket {
 		return socketID{}, fmt.Errorf("%s is not a socket", path)
 	}
-	return socketID{dev: uint64(st.Dev), ino: st.Ino, ctime: st.Ctim.Nano()}, nil
+	return socketID{dev: uint64(st.Dev), ino: st.Ino, mtime: st.Mtim.Nano()}, nil
 }
 
 // Run keeps KubeArmor in step with the containers until ctx ends.

@@ -151,6 +151,38 @@ func TestFeedResyncsWhenKubeArmorRestarts(t *testing.T) {
 	}
 }
 
+// KubeArmor makes ka.sock world-writable right after it listens; a feed that connected in
+// between must not take the chmod for a restart and send everything again (a real KubeArmor
+// refuses the second copy with "container already exists").
+func TestFeedIgnoresChmodOfTheSocket(t *testing.T) {
+	sock := shortSocket(t)
+	k := kasocktest.Start(t, sock)
+	f, _ := startFeed(t, sock, nil)
+	f.Started(ctr("a", "alpha", 1))
+	eventually(t, "a sent", hasExactly(k, "a"))
+	eventually(t, "state yes", func() bool { return f.State("a") == "yes" })
+	if err := os.Chmod(sock, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	// Idle, the feed checks the socket every WatchInterval (20 ms); then a new container goes
+	// through the same session.
+	time.Sleep(200 * time.Millisecond)
+	f.Started(ctr("b", "beta", 2))
+	eventually(t, "b sent", hasExactly(k, "a", "b"))
+	if got := testutil.ToFloat64(f.metrics.resyncs); got != 1 {
+		t.Fatalf("resyncs %v after a chmod of the socket, want 1", got)
+	}
+	sends := 0
+	for _, m := range k.Messages() {
+		if m.Container.ContainerID == "a" {
+			sends++
+		}
+	}
+	if sends != 1 {
+		t.Fatalf("container a sent %d times", sends)
+	}
+}
+
 func queueLen(f *ContainerFeed) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
