@@ -10,23 +10,31 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"maps"
 	"math/big"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-openapi/strfmt"
 	"github.com/notaryproject/notation-go"
 	notationregistry "github.com/notaryproject/notation-go/registry"
 	notationsigner "github.com/notaryproject/notation-go/signer"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	"github.com/sigstore/rekor/pkg/generated/client/entries"
+	"github.com/sigstore/rekor/pkg/generated/models"
+	rekortypes "github.com/sigstore/rekor/pkg/types"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
+	"github.com/sigstore/sigstore-go/pkg/tlog"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"google.golang.org/protobuf/encoding/protojson"
 	corev1 "k8s.io/api/core/v1"
@@ -88,23 +96,73 @@ func (c issuedCertificate) GetCertificate(context.Context, sign.Keypair, *sign.C
 	return c.der, nil
 }
 
-// trustedRootJSON is the trusted_root.json of a VirtualSigstore's Fulcio CA: what a user
-// would put in the ConfigMap (`cosign trusted-root create`).
+// trustedRootJSON is the trusted_root.json of a VirtualSigstore's Fulcio CA and Rekor log: what
+// a user would put in the ConfigMap (`cosign trusted-root create`).
 func trustedRootJSON(t *testing.T, vs *ca.VirtualSigstore) string {
 	t.Helper()
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, vs.FulcioCertificateAuthorities(), nil, nil, nil)
+	// VirtualSigstore names its log by the hex of the log's key ID; the file holds the key ID
+	// itself, which is what a bundle's entry names.
+	logs := map[string]*root.TransparencyLog{}
+	for id, l := range vs.RekorLogs() {
+		raw, err := hex.DecodeString(id)
+		must(t, err)
+		named := *l
+		named.ID = raw
+		logs[id] = &named
+	}
+	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, vs.FulcioCertificateAuthorities(), nil, nil, logs)
 	must(t, err)
 	data, err := tr.MarshalJSON()
 	must(t, err)
 	return string(data)
 }
 
-// signKeyless signs manifest as `cosign sign` does keylessly (without a log entry): a
+// virtualRekor is a Rekor (v1 API) log in memory with a VirtualSigstore's log key: it answers
+// sigstore-go's signer as Rekor does (the canonical entry, a signed entry timestamp and an
+// inclusion proof), so a bundle signed through it carries the entry `cosign sign` records.
+type virtualRekor struct{ vs *ca.VirtualSigstore }
+
+func (l virtualRekor) CreateLogEntry(params *entries.CreateLogEntryParams, _ ...entries.ClientOption) (*entries.CreateLogEntryCreated, error) {
+	entry, err := rekortypes.CreateVersionedEntry(params.ProposedEntry)
+	if err != nil {
+		return nil, err
+	}
+	body, err := rekortypes.CanonicalizeEntry(context.Background(), entry)
+	if err != nil {
+		return nil, err
+	}
+	logID, err := l.vs.RekorLogID()
+	if err != nil {
+		return nil, err
+	}
+	integrated, index := time.Now().Unix(), int64(0)
+	encoded := base64.StdEncoding.EncodeToString(body)
+	set, err := l.vs.RekorSignPayload(tlog.RekorPayload{Body: encoded, IntegratedTime: integrated, LogIndex: index, LogID: logID})
+	if err != nil {
+		return nil, err
+	}
+	proof, err := l.vs.GetInclusionProof(body)
+	if err != nil {
+		return nil, err
+	}
+	leaf := sha256.Sum256(append([]byte{0}, body...))
+	uuid := hex.EncodeToString(leaf[:])
+	return &entries.CreateLogEntryCreated{ETag: uuid, Payload: models.LogEntry{uuid: {
+		Body: encoded, IntegratedTime: &integrated, LogID: &logID, LogIndex: &index,
+		Verification: &models.LogEntryAnonVerification{SignedEntryTimestamp: strfmt.Base64(set), InclusionProof: proof},
+	}}}, nil
+}
+
+func (virtualRekor) GetLogEntryByUUID(*entries.GetLogEntryByUUIDParams, ...entries.ClientOption) (*entries.GetLogEntryByUUIDOK, error) {
+	return nil, errors.New("the virtual log keeps no entries")
+}
+
+// signKeyless signs manifest as `cosign sign` does keylessly, with a log entry when logged: a
 // certificate vs issues to identity from issuer, cosign v3's in-toto statement in a DSSE
 // bundle, stored as a referrer of the manifest in cosign's layout. The bundle and the referrer
 // are built here with sigstore-go and oras-go, not with karmor's signing code, so the
 // controller is held to what cosign writes.
-func signKeyless(t *testing.T, vs *ca.VirtualSigstore, repo *remote.Repository, manifest ocispec.Descriptor, identity, issuer string) {
+func signKeyless(t *testing.T, vs *ca.VirtualSigstore, repo *remote.Repository, manifest ocispec.Descriptor, identity, issuer string, logged bool) {
 	t.Helper()
 	ctx := context.Background()
 	leaf, key, err := vs.GenerateLeafCert(identity, issuer)
@@ -116,8 +174,12 @@ func signKeyless(t *testing.T, vs *ca.VirtualSigstore, repo *remote.Repository, 
 		"predicate":     map[string]any{},
 	})
 	must(t, err)
+	opts := sign.BundleOptions{CertificateProvider: issuedCertificate{leaf.Raw}}
+	if logged {
+		opts.TransparencyLogs = []sign.Transparency{sign.NewRekor(&sign.RekorOptions{Client: virtualRekor{vs}})}
+	}
 	b, err := sign.Bundle(&sign.DSSEData{Data: statement, PayloadType: "application/vnd.in-toto+json"},
-		leafKeypair{key.(*ecdsa.PrivateKey)}, sign.BundleOptions{CertificateProvider: issuedCertificate{leaf.Raw}})
+		leafKeypair{key.(*ecdsa.PrivateKey)}, opts)
 	must(t, err)
 	bundle, err := protojson.Marshal(b)
 	must(t, err)
@@ -163,10 +225,11 @@ func objectVersions(t *testing.T, k *testutil.KubeAPI, ns, name string) map[stri
 }
 
 // TestVerifiedKeyless: a version signed keylessly by a trusted identity, with a certificate the
-// ConfigMap's trusted root issued, is applied and its signer reported. Refused, changing
+// ConfigMap's trusted root issued, is applied and its signer reported; with requireTlog, only a
+// version whose signature has an entry in the trusted root's log is. Refused, changing
 // nothing: another identity (a second PolicySource, then a spec change), requireTlog without a
 // log entry, a trusted root of another CA, and a new version whose certificate another CA
-// issued to the trusted identity.
+// issued to the trusted identity (logged in that CA's log).
 func TestVerifiedKeyless(t *testing.T) {
 	k := env(t)
 	ns := k.NewNamespace(t, "keyless")
@@ -181,7 +244,7 @@ func TestVerifiedKeyless(t *testing.T) {
 	createConfigMap(t, k, ns, "sigstore", map[string]string{TrustedRootKey: trustedRootJSON(t, fulcio)})
 
 	repo, v1 := pushForSigning(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
-	signKeyless(t, fulcio, repo, v1, who, issuer)
+	signKeyless(t, fulcio, repo, v1, who, issuer, false)
 	startController(t, k, ns)
 	keyless := func(subject string) map[string]any {
 		return map[string]any{
@@ -204,7 +267,8 @@ func TestVerifiedKeyless(t *testing.T) {
 	if _, ok := managed(t, k, ns, "release")[PolicyRef{Kind: "KubeArmorPolicy", Namespace: ns, Name: "web"}]; !ok {
 		t.Fatal("web was not applied")
 	}
-	rvs := objectVersions(t, k, ns, "release")
+	inForce, rvs := v1, objectVersions(t, k, ns, "release")
+	before := rvs
 
 	// Another identity: the same signature proves nothing to it.
 	createSource(t, k, ns, "stranger", keyless("mallory@example.com"))
@@ -230,7 +294,7 @@ func TestVerifiedKeyless(t *testing.T) {
 		if msg := conditionMessage(src, CondVerified); !strings.Contains(msg, why) {
 			t.Errorf("%s: the refusal does not say %q: %s", what, why, msg)
 		}
-		if src.status.Digest != v1.Digest.String() {
+		if src.status.Digest != inForce.Digest.String() {
 			t.Errorf("%s moved the digest in force: %+v", what, src.status)
 		}
 		if got := objectVersions(t, k, ns, "release"); !maps.Equal(got, rvs) {
@@ -241,11 +305,27 @@ func TestVerifiedKeyless(t *testing.T) {
 	refused("another identity", `expected SAN value "mallory@example.com"`)
 	patchSpec(t, k, ns, "release", jsonOf(t, keyless(who)))
 	waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionTrue, ReasonVerified)
-	// requireTlog: the signature carries no transparency log entry, so it proves nothing.
+	// requireTlog: v1's signature carries no transparency log entry, so it proves nothing; a
+	// version signed with an entry in the trusted root's log is put in force.
 	patchSpec(t, k, ns, "release", `{"verify":{"requireTlog":true}}`)
 	refused("requireTlog without a log entry", "no transparency log entry")
+	repo, logged := pushForSigning(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "logged"))
+	signKeyless(t, fulcio, repo, logged, who, issuer, true)
+	waitCondition(t, k, ns, "release", CondReady, metav1.ConditionTrue, ReasonApplied)
+	src = waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionTrue, ReasonVerified)
+	if src.status.Digest != logged.Digest.String() || src.status.SignedBy != who+" from "+issuer {
+		t.Fatalf("status after the logged version: %+v", src.status)
+	}
+	inForce, rvs = logged, objectVersions(t, k, ns, "release")
+	if maps.Equal(rvs, before) {
+		t.Fatalf("the logged version changed no object: %v", rvs)
+	}
+	// Without requireTlog the refusals below are the certificate's: its chain to the root.
 	patchSpec(t, k, ns, "release", `{"verify":{"requireTlog":null}}`)
 	waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionTrue, ReasonVerified)
+	if got := objectVersions(t, k, ns, "release"); !maps.Equal(got, rvs) {
+		t.Errorf("dropping requireTlog rewrote objects:\nbefore %v\nafter  %v", rvs, got)
+	}
 	setRoot := func(vs *ca.VirtualSigstore) {
 		t.Helper()
 		cms := adminKube(k).CoreV1().ConfigMaps(ns)
@@ -260,15 +340,16 @@ func TestVerifiedKeyless(t *testing.T) {
 	setRoot(fulcio)
 	waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionTrue, ReasonVerified)
 
-	// The trusted identity, but a certificate from a CA the trusted root does not name.
+	// The trusted identity, but a certificate from a CA the trusted root does not name (and an
+	// entry in a log it does not name, which proves no time).
 	repo, v2 := pushForSigning(t, ref, "web.yaml", testutil.BlockShellPolicy("web", "", "forged"))
-	signKeyless(t, forger, repo, v2, who, issuer)
+	signKeyless(t, forger, repo, v2, who, issuer, true)
 	src = waitCondition(t, k, ns, "release", CondVerified, metav1.ConditionFalse, ReasonVerificationFailed)
 	waitCondition(t, k, ns, "release", CondReady, metav1.ConditionFalse, ReasonVerificationFailed)
 	if msg := conditionMessage(src, CondVerified); !strings.Contains(msg, "leaf certificate verification failed") || !strings.Contains(msg, v2.Digest.String()) {
 		t.Errorf("the refusal of the forged version does not say why: %s", msg)
 	}
-	if src.status.Digest != v1.Digest.String() {
+	if src.status.Digest != inForce.Digest.String() {
 		t.Errorf("a forged certificate moved the digest in force: %+v", src.status)
 	}
 	if got := objectVersions(t, k, ns, "release"); !maps.Equal(got, rvs) {
