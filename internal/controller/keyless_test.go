@@ -358,6 +358,9 @@ func TestVerifiedKeyless(t *testing.T) {
 	if got := managed(t, k, ns, "release")[PolicyRef{Kind: "KubeArmorPolicy", Namespace: ns, Name: "web"}]; strings.Contains(jsonOf(t, got), "forged") {
 		t.Errorf("the forged version's policy is in force: %s", jsonOf(t, got))
 	}
+	// Under requireTlog its entry, in a log the trusted root does not name, is refused as such.
+	patchSpec(t, k, ns, "release", `{"verify":{"requireTlog":true}}`)
+	refused("a log the root does not name", "which the trusted root does not name")
 }
 
 func jsonOf(t *testing.T, v any) string {
