@@ -8,16 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/karmor/karmor/internal/controller"
+	"github.com/karmor/karmor/internal/logflags"
 	"github.com/karmor/karmor/internal/version"
 )
 
@@ -41,7 +40,7 @@ func main() {
 
 func newCommand(logOut io.Writer) *cobra.Command {
 	var opts controller.Options
-	var logLevel, logFormat string
+	var logs logflags.Flags
 	cmd := &cobra.Command{
 		Use:   "karmor-controller",
 		Short: "apply KubeArmor policies from OCI artifacts (PolicySource objects) as KubeArmor custom resources, once per cluster",
@@ -57,7 +56,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := newLogger(logOut, logLevel, logFormat)
+			logger, err := logs.Logger(logOut)
 			if err != nil {
 				return usageError{err}
 			}
@@ -87,23 +86,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.Float32Var(&opts.QPS, "kube-api-qps", 50, "API server requests per second")
 	f.IntVar(&opts.Burst, "kube-api-burst", 100, "API server request burst")
 	f.StringVar(&opts.RegistryCAFile, "registry-ca-file", "", "PEM CA bundle trusted for registries, beside the system's")
-	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	logs.Register(f)
 	cmd.SetContext(context.Background())
 	return cmd
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch strings.ToLower(format) {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }

@@ -9,13 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"math"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -24,6 +22,7 @@ import (
 	"github.com/karmor/karmor/internal/dockerlabels"
 	"github.com/karmor/karmor/internal/kubearmor"
 	"github.com/karmor/karmor/internal/kubepods"
+	"github.com/karmor/karmor/internal/logflags"
 	"github.com/karmor/karmor/internal/oci"
 	"github.com/karmor/karmor/internal/podmanlabels"
 	"github.com/karmor/karmor/internal/signing"
@@ -54,7 +53,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	cfg := agent.Config{}
 	var kube kubepods.Flags // pod labels from the Kubernetes API, off unless --kube-pod-labels
 	var (
-		logLevel, logFormat  string
+		logs                 logflags.Flags
 		allowUIDs, allowGIDs []uint
 		nodeLabels           []string
 		nodeLabelsFile       string
@@ -83,7 +82,7 @@ func newCommand(logOut io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := newLogger(logOut, logLevel, logFormat)
+			logger, err := logs.Logger(logOut)
 			if err != nil {
 				return usageError{err}
 			}
@@ -180,26 +179,10 @@ func newCommand(logOut io.Writer) *cobra.Command {
 	f.StringVar(&nodeLabelsFile, "node-labels-file", "", "file of node labels: KEY=VALUE lines or a JSON object")
 	f.StringVar(&podmanDB, "podman-db", podmanlabels.DefaultDBPath, "libpod's BoltDB state database, read (never written) for Podman containers' labels (\"\" turns this off; Podman 5's SQLite state is not read)")
 	f.StringVar(&dockerRoot, "docker-root", dockerlabels.DefaultRoot, "dockerd's data root, whose containers/<id>/config.v2.json give Docker containers their name and labels (read, never written; \"\" turns this off)")
-	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	logs.Register(f)
 	kube.Register(f)
 	cmd.SetContext(context.Background())
 	return cmd
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch strings.ToLower(format) {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 // readNodeLabels reads the labels file, if any, then the --node-label flags over it.
