@@ -10,31 +10,24 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"maps"
 	"math/big"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-openapi/strfmt"
 	"github.com/notaryproject/notation-go"
 	notationregistry "github.com/notaryproject/notation-go/registry"
 	notationsigner "github.com/notaryproject/notation-go/signer"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
-	"github.com/sigstore/rekor/pkg/generated/client/entries"
-	"github.com/sigstore/rekor/pkg/generated/models"
-	rekortypes "github.com/sigstore/rekor/pkg/types"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
-	"github.com/sigstore/sigstore-go/pkg/tlog"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"google.golang.org/protobuf/encoding/protojson"
 	corev1 "k8s.io/api/core/v1"
@@ -46,6 +39,8 @@ import (
 	"github.com/karmor/karmor/internal/registrytest"
 	"github.com/karmor/karmor/internal/signing"
 	"github.com/karmor/karmor/internal/testutil"
+
+	"github.com/karmor/karmor/internal/signing/signingtest"
 )
 
 // pushForSigning pushes files (name, content pairs) to ref and returns the repository and the
@@ -117,46 +112,6 @@ func trustedRootJSON(t *testing.T, vs *ca.VirtualSigstore) string {
 	return string(data)
 }
 
-// virtualRekor is a Rekor (v1 API) log in memory with a VirtualSigstore's log key: it answers
-// sigstore-go's signer as Rekor does (the canonical entry, a signed entry timestamp and an
-// inclusion proof), so a bundle signed through it carries the entry `cosign sign` records.
-type virtualRekor struct{ vs *ca.VirtualSigstore }
-
-func (l virtualRekor) CreateLogEntry(params *entries.CreateLogEntryParams, _ ...entries.ClientOption) (*entries.CreateLogEntryCreated, error) {
-	entry, err := rekortypes.CreateVersionedEntry(params.ProposedEntry)
-	if err != nil {
-		return nil, err
-	}
-	body, err := rekortypes.CanonicalizeEntry(context.Background(), entry)
-	if err != nil {
-		return nil, err
-	}
-	logID, err := l.vs.RekorLogID()
-	if err != nil {
-		return nil, err
-	}
-	integrated, index := time.Now().Unix(), int64(0)
-	encoded := base64.StdEncoding.EncodeToString(body)
-	set, err := l.vs.RekorSignPayload(tlog.RekorPayload{Body: encoded, IntegratedTime: integrated, LogIndex: index, LogID: logID})
-	if err != nil {
-		return nil, err
-	}
-	proof, err := l.vs.GetInclusionProof(body)
-	if err != nil {
-		return nil, err
-	}
-	leaf := sha256.Sum256(append([]byte{0}, body...))
-	uuid := hex.EncodeToString(leaf[:])
-	return &entries.CreateLogEntryCreated{ETag: uuid, Payload: models.LogEntry{uuid: {
-		Body: encoded, IntegratedTime: &integrated, LogID: &logID, LogIndex: &index,
-		Verification: &models.LogEntryAnonVerification{SignedEntryTimestamp: strfmt.Base64(set), InclusionProof: proof},
-	}}}, nil
-}
-
-func (virtualRekor) GetLogEntryByUUID(*entries.GetLogEntryByUUIDParams, ...entries.ClientOption) (*entries.GetLogEntryByUUIDOK, error) {
-	return nil, errors.New("the virtual log keeps no entries")
-}
-
 // signKeyless signs manifest as `cosign sign` does keylessly, with a log entry when logged: a
 // certificate vs issues to identity from issuer, cosign v3's in-toto statement in a DSSE
 // bundle, stored as a referrer of the manifest in cosign's layout. The bundle and the referrer
@@ -176,7 +131,7 @@ func signKeyless(t *testing.T, vs *ca.VirtualSigstore, repo *remote.Repository, 
 	must(t, err)
 	opts := sign.BundleOptions{CertificateProvider: issuedCertificate{leaf.Raw}}
 	if logged {
-		opts.TransparencyLogs = []sign.Transparency{sign.NewRekor(&sign.RekorOptions{Client: virtualRekor{vs}})}
+		opts.TransparencyLogs = []sign.Transparency{sign.NewRekor(&sign.RekorOptions{Client: signingtest.VirtualRekor{VS: vs}})}
 	}
 	b, err := sign.Bundle(&sign.DSSEData{Data: statement, PayloadType: "application/vnd.in-toto+json"},
 		leafKeypair{key.(*ecdsa.PrivateKey)}, opts)

@@ -3,75 +3,25 @@ package signing
 import (
 	"context"
 	"crypto"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-openapi/strfmt"
 	"github.com/opencontainers/go-digest"
-	"github.com/sigstore/rekor/pkg/generated/client/entries"
-	"github.com/sigstore/rekor/pkg/generated/models"
-	"github.com/sigstore/rekor/pkg/types"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
-	"github.com/sigstore/sigstore-go/pkg/tlog"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 
 	"github.com/karmor/karmor/internal/registrytest"
+
+	"github.com/karmor/karmor/internal/signing/signingtest"
 )
-
-// virtualLog is a Rekor (v1 API) transparency log in memory, run with a VirtualSigstore's log
-// key. sigstore-go's signer hands it the entry it proposes, as it would hand it to a real Rekor,
-// and it answers as Rekor does: the entry canonicalized, a signed entry timestamp (the
-// inclusion promise) and an inclusion proof with a signed checkpoint. So a bundle signed through
-// it carries the log entry cosign's keyless signing puts in a bundle.
-type virtualLog struct {
-	vs *ca.VirtualSigstore
-}
-
-func (l virtualLog) CreateLogEntry(params *entries.CreateLogEntryParams, _ ...entries.ClientOption) (*entries.CreateLogEntryCreated, error) {
-	impl, err := types.CreateVersionedEntry(params.ProposedEntry)
-	if err != nil {
-		return nil, err
-	}
-	body, err := types.CanonicalizeEntry(context.Background(), impl)
-	if err != nil {
-		return nil, err
-	}
-	logID, err := l.vs.RekorLogID()
-	if err != nil {
-		return nil, err
-	}
-	integrated, index := time.Now().Unix(), int64(0)
-	encoded := base64.StdEncoding.EncodeToString(body)
-	set, err := l.vs.RekorSignPayload(tlog.RekorPayload{Body: encoded, IntegratedTime: integrated, LogIndex: index, LogID: logID})
-	if err != nil {
-		return nil, err
-	}
-	proof, err := l.vs.GetInclusionProof(body)
-	if err != nil {
-		return nil, err
-	}
-	leaf := sha256.Sum256(append([]byte{0}, body...))
-	uuid := hex.EncodeToString(leaf[:])
-	return &entries.CreateLogEntryCreated{ETag: uuid, Payload: models.LogEntry{uuid: {
-		Body: encoded, IntegratedTime: &integrated, LogID: &logID, LogIndex: &index,
-		Verification: &models.LogEntryAnonVerification{SignedEntryTimestamp: strfmt.Base64(set), InclusionProof: proof},
-	}}}, nil
-}
-
-func (virtualLog) GetLogEntryByUUID(*entries.GetLogEntryByUUIDParams, ...entries.ClientOption) (*entries.GetLogEntryByUUIDOK, error) {
-	return nil, errors.New("the virtual log keeps no entries")
-}
 
 // virtualSigstore is a Fulcio CA and a Rekor log made in the test, and a trusted_root.json
 // naming both, written as users get it.
@@ -115,7 +65,7 @@ func newVirtualSigstore(t *testing.T) virtualSigstore {
 
 // logged returns the options that put a bundle's entry in this sigstore's log.
 func (s virtualSigstore) logged() []sign.Transparency {
-	return []sign.Transparency{sign.NewRekor(&sign.RekorOptions{Client: virtualLog{s.vs}})}
+	return []sign.Transparency{sign.NewRekor(&sign.RekorOptions{Client: signingtest.VirtualRekor{VS: s.vs}})}
 }
 
 // keylessBundle signs manifest with a certificate the CA issues to identity (valid for ten
