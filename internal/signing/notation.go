@@ -91,7 +91,7 @@ func verifyNotationReferrer(ctx context.Context, repo *remote.Repository, subjec
 		return a
 	}
 	if trust.RequireTlog {
-		a.Error = "a transparency log entry is required (--require-tlog), and notation signatures have none"
+		a.Error = "a transparency log entry is required (--require-tlog, or a PolicySource's spec.verify.requireTlog), and notation signatures have none"
 		return a
 	}
 	v, err := notationVerifier(trust)

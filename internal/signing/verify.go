@@ -386,10 +386,10 @@ func tlogProblem(b *bundle.Bundle, trusted root.TrustedMaterial) error {
 		return fmt.Errorf("transparency log entry: %w", err)
 	}
 	if len(entries) == 0 {
-		return errors.New("the bundle has no transparency log entry, and one is required (--require-tlog)")
+		return errors.New("the bundle has no transparency log entry, and one is required (--require-tlog, or a PolicySource's spec.verify.requireTlog)")
 	}
 	if known, unknown := entriesOfKnownLogs(entries, trusted); known == 0 {
-		return fmt.Errorf("the bundle's transparency log entry is from log %s, which the trusted root does not name (a trusted root of another Sigstore instance?), and one is required (--require-tlog)", strings.Join(unknown, ", "))
+		return fmt.Errorf("the bundle's transparency log entry is from log %s, which the trusted root does not name (a trusted root of another Sigstore instance?), and one is required (--require-tlog, or a PolicySource's spec.verify.requireTlog)", strings.Join(unknown, ", "))
 	}
 	return nil
 }
@@ -576,7 +576,7 @@ func VerifyLegacyPayload(payload, sig []byte, manifest digest.Digest, trust *Tru
 	if trust.RequireTlog {
 		// cosign v2 keeps a log entry in an annotation beside this format; karmor does not
 		// read it, so it cannot tell a logged signature from one that is not.
-		return "", errors.New("a transparency log entry is required (--require-tlog), and karmor checks them only in Sigstore bundles, not in the legacy .sig format")
+		return "", errors.New("a transparency log entry is required (--require-tlog, or a PolicySource's spec.verify.requireTlog), and karmor checks them only in Sigstore bundles, not in the legacy .sig format")
 	}
 	signer := ""
 	for _, key := range trust.Keys {
