@@ -628,7 +628,7 @@ func TestDriftRestored(t *testing.T) {
 	reg := registrytest.New(t, registrytest.Options{})
 	ref := reg.Host + "/policies/drift:prod"
 	ctx := context.Background()
-	push(t, ref, false, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
+	push(t, ref, false, "web.yaml", testutil.BlockShellPolicy("web", "", "web")+"  message: shell blocked\n")
 	run := startController(t, k, ns)
 	createSource(t, k, ns, "drift", map[string]any{"ref": ref, "interval": testInterval, "insecure": true})
 	waitCondition(t, k, ns, "drift", CondReady, metav1.ConditionTrue, ReasonApplied)
@@ -640,7 +640,7 @@ func TestDriftRestored(t *testing.T) {
 
 	// Audit instead of Block, and a rule added: what an attacker with edit rights would do.
 	_, err = res.Patch(ctx, "web", types.MergePatchType,
-		[]byte(`{"spec":{"action":"Audit","file":{"matchPaths":[{"path":"/etc/hostname"}]}}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
+		[]byte(`{"spec":{"action":"Audit","message":"nothing to see","file":{"matchPaths":[{"path":"/etc/hostname"}]}}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
 	must(t, err)
 	eventually(t, "web restored as the artifact holds it", func() (bool, string) {
 		live, err := res.Get(ctx, "web", metav1.GetOptions{})
@@ -662,4 +662,18 @@ func TestDriftRestored(t *testing.T) {
 		t.Errorf("the controller wrote web after a label was added: resourceVersion %s, was %s; labels %v",
 			live.GetResourceVersion(), labelled.GetResourceVersion(), live.GetLabels())
 	}
+
+	// The restore was an update, which owns the message it put back; a version that drops the
+	// message must still drop it.
+	push(t, ref, false, "web.yaml", testutil.BlockShellPolicy("web", "", "web"))
+	v2Spec, err := json.Marshal(decodeYAML(t, testutil.BlockShellPolicy("web", "", "web")).Object["spec"])
+	must(t, err)
+	eventually(t, "web as v2 holds it, without the message", func() (bool, string) {
+		live, err := res.Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		got, _ := json.Marshal(live.Object["spec"])
+		return bytes.Equal(got, v2Spec), string(got)
+	})
 }

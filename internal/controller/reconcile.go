@@ -224,7 +224,13 @@ func (c *Controller) applyOne(ctx context.Context, src *source, d desired, exist
 		}
 	}
 	// Force only over our own objects: it takes the fields someone else changed back.
-	_, err := res.Apply(ctx, d.ref.Name, d.obj, metav1.ApplyOptions{FieldManager: c.cfg.FieldManager, Force: !create})
+	applied, err := res.Apply(ctx, d.ref.Name, d.obj, metav1.ApplyOptions{FieldManager: c.cfg.FieldManager, Force: !create})
+	if err == nil && !create && drifted(applied, d.obj) {
+		// An apply removes only the fields this manager's apply owns; one a restore (an update)
+		// put back is owned by the update and would outlive the version that dropped it.
+		c.log.Info("fields an earlier restore put back outlived the apply; the object is replaced", "policy", d.ref.String())
+		err = c.replace(ctx, res, applied, d)
+	}
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("apply %s: %w: install KubeArmor's CRDs", d.ref, err)
@@ -317,15 +323,7 @@ func drifted(live, want *unstructured.Unstructured) bool {
 // (an update, not an apply): fields someone added to the spec are owned by their manager, and
 // an apply would leave them in force.
 func (c *Controller) restore(ctx context.Context, res dynamic.ResourceInterface, live *unstructured.Unstructured, d desired, out *outcome) error {
-	obj := d.obj.DeepCopy()
-	obj.SetResourceVersion(live.GetResourceVersion())
-	// The version it came from is the one it was last applied from, not the one in force now.
-	annotations := obj.GetAnnotations()
-	if from := live.GetAnnotations()[AnnotationAppliedFrom]; from != "" {
-		annotations[AnnotationAppliedFrom] = from
-	}
-	obj.SetAnnotations(annotations)
-	if _, err := res.Update(ctx, obj, metav1.UpdateOptions{FieldManager: c.cfg.FieldManager}); err != nil {
+	if err := c.replace(ctx, res, live, d); err != nil {
 		return fmt.Errorf("restore %s, changed by someone else: %w", d.ref, err)
 	}
 	c.log.Warn("an applied policy was changed behind the controller's back; it was restored as the artifact holds it",
@@ -334,6 +332,20 @@ func (c *Controller) restore(ctx context.Context, res dynamic.ResourceInterface,
 	out.restored = append(out.restored, d.ref.String())
 	out.applied = append(out.applied, d.ref)
 	return nil
+}
+
+// replace writes d over live whole, keeping the version live's content came from.
+func (c *Controller) replace(ctx context.Context, res dynamic.ResourceInterface, live *unstructured.Unstructured, d desired) error {
+	obj := d.obj.DeepCopy()
+	obj.SetResourceVersion(live.GetResourceVersion())
+	// The version it came from is the one it was last applied from, not the one in force now.
+	annotations := obj.GetAnnotations()
+	if from := live.GetAnnotations()[AnnotationAppliedFrom]; from != "" {
+		annotations[AnnotationAppliedFrom] = from
+	}
+	obj.SetAnnotations(annotations)
+	_, err := res.Update(ctx, obj, metav1.UpdateOptions{FieldManager: c.cfg.FieldManager})
+	return err
 }
 
 func (c *Controller) deleteOne(ctx context.Context, info kindInfo, obj *unstructured.Unstructured) error {
